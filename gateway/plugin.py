@@ -1,0 +1,389 @@
+"""The plugin API: what a legacy-network plugin implements and what the core offers it.
+
+A plugin owns only its legacy protocol. It never sees XML: the core turns stanzas
+into the typed calls and events below, and turns the events a plugin emits back
+into stanzas (DESIGN.md §3). Plugins are found through the entry point group
+``xmpp_gateway.plugins``; each entry point names a class that is called with a
+:class:`PluginContext` and returns an object satisfying :class:`Plugin`.
+
+Every event is a frozen, slotted, keyword-only dataclass that validates itself
+on construction, so a plugin bug surfaces where it is made, not inside the core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from twisted.internet.interfaces import IReactorTime
+
+ENTRY_POINT_GROUP = "xmpp_gateway.plugins"
+
+#: Presence "show" values of RFC 6121 §4.7.2.1; ``None`` is plain available.
+Show = Literal["away", "chat", "dnd", "xa"]
+SHOW_VALUES: frozenset[str] = frozenset({"away", "chat", "dnd", "xa"})
+
+#: Stanza error conditions a plugin may report (RFC 6120 §8.3.3; XEP-0100 §4.4.2, §4.8.2).
+ErrorCondition = Literal[
+    "bad-request",
+    "feature-not-implemented",
+    "forbidden",
+    "internal-server-error",
+    "item-not-found",
+    "jid-malformed",
+    "not-acceptable",
+    "not-allowed",
+    "not-authorized",
+    "recipient-unavailable",
+    "remote-server-not-found",
+    "remote-server-timeout",
+    "resource-constraint",
+    "service-unavailable",
+    "undefined-condition",
+]
+ERROR_CONDITIONS: frozenset[str] = frozenset(ErrorCondition.__args__)  # type: ignore[attr-defined]
+
+FieldType = Literal["text-single", "text-private", "boolean", "list-single", "text-multi"]
+
+
+def _require_text(name: str, value: object, *, allow_empty: bool = False) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if not allow_empty and not value:
+        raise ValueError(f"{name} must not be empty")
+
+
+def _check_condition(condition: str) -> None:
+    if condition not in ERROR_CONDITIONS:
+        raise ValueError(f"unknown stanza error condition {condition!r}")
+
+
+# --------------------------------------------------------------------------
+# What a plugin declares
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FormField:
+    """One field of the plugin's registration form (XEP-0004, XEP-0077)."""
+
+    var: str
+    """Field name; ``username`` and ``password`` also map to the bare XEP-0077 elements."""
+    label: str
+    type: FieldType = "text-single"
+    required: bool = False
+    secret: bool = False
+    """Stored encrypted, never echoed back to the user, never logged."""
+    options: tuple[str, ...] = ()
+    default: str = ""
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _require_text("FormField.var", self.var)
+        _require_text("FormField.label", self.label)
+        if self.type == "list-single" and not self.options:
+            raise ValueError(f"list-single field {self.var!r} needs options")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registration:
+    """A user's registered legacy account, as the core hands it to the plugin."""
+
+    user: str
+    """The user's bare JID."""
+    legacy_id: str
+    """The legacy account the registration is for (IRC network, SIP address of record)."""
+    values: Mapping[str, str]
+    """Every form value, secrets decrypted."""
+
+    def __post_init__(self) -> None:
+        _require_text("Registration.user", self.user)
+        _require_text("Registration.legacy_id", self.legacy_id)
+
+
+# --------------------------------------------------------------------------
+# Errors a plugin raises
+# --------------------------------------------------------------------------
+
+
+class LegacyError(Exception):
+    """A legacy-side failure, carrying the stanza error condition to answer with."""
+
+    def __init__(self, condition: ErrorCondition, text: str = "") -> None:
+        _check_condition(condition)
+        super().__init__(text or condition)
+        self.condition: ErrorCondition = condition
+        self.text = text
+
+
+class LoginFailed(LegacyError):
+    """Login or credential check refused: ``not-authorized`` for bad credentials,
+    ``remote-server-timeout`` when the legacy service cannot be reached (XEP-0100 §4.4.2)."""
+
+
+# --------------------------------------------------------------------------
+# XMPP -> legacy: requests the core makes of a session
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutgoingMessage:
+    """A chat message from the user to a legacy contact."""
+
+    contact: str
+    """Legacy address of the recipient (already unescaped by the plugin's address mapper)."""
+    body: str
+    xmpp_id: str = ""
+    """The stanza id, echoed in any later :class:`DeliveryFailed`."""
+
+    def __post_init__(self) -> None:
+        _require_text("OutgoingMessage.contact", self.contact)
+        _require_text("OutgoingMessage.body", self.body, allow_empty=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PresenceUpdate:
+    """The user's aggregated presence, for the legacy side."""
+
+    available: bool
+    show: Show | None = None
+    status: str = ""
+
+    def __post_init__(self) -> None:
+        if self.show is not None and self.show not in SHOW_VALUES:
+            raise ValueError(f"invalid show {self.show!r}")
+
+
+# --------------------------------------------------------------------------
+# Legacy -> XMPP: events a plugin emits through GatewayEvents.emit()
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageReceived:
+    """A message from a legacy contact to the user (XEP-0100 §5.3)."""
+
+    user: str
+    contact: str
+    body: str
+    legacy_id: str = ""
+
+    def __post_init__(self) -> None:
+        _require_text("MessageReceived.user", self.user)
+        _require_text("MessageReceived.contact", self.contact)
+        _require_text("MessageReceived.body", self.body, allow_empty=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactPresence:
+    """A legacy contact's presence changed (XEP-0100 §4.4.1 step 5)."""
+
+    user: str
+    contact: str
+    available: bool
+    show: Show | None = None
+    status: str = ""
+
+    def __post_init__(self) -> None:
+        _require_text("ContactPresence.user", self.user)
+        _require_text("ContactPresence.contact", self.contact)
+        if self.show is not None and self.show not in SHOW_VALUES:
+            raise ValueError(f"invalid show {self.show!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LegacyContact:
+    address: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        _require_text("LegacyContact.address", self.address)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactList:
+    """The user's legacy contact list, after login; the core populates the roster (XEP-0100 §7)."""
+
+    user: str
+    contacts: tuple[LegacyContact, ...]
+
+    def __post_init__(self) -> None:
+        _require_text("ContactList.user", self.user)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactAdded:
+    """A legacy user added the user (XEP-0100 §5.1): becomes a ``subscribe``, never ``subscribed``."""
+
+    user: str
+    contact: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        _require_text("ContactAdded.user", self.user)
+        _require_text("ContactAdded.contact", self.contact)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactRemoved:
+    """A legacy user removed the user (XEP-0100 §5.2)."""
+
+    user: str
+    contact: str
+
+    def __post_init__(self) -> None:
+        _require_text("ContactRemoved.user", self.user)
+        _require_text("ContactRemoved.contact", self.contact)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryFailed:
+    """An earlier :class:`OutgoingMessage` was refused by the legacy side (XEP-0100 §4.8.2)."""
+
+    user: str
+    contact: str
+    xmpp_id: str
+    condition: ErrorCondition
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        _require_text("DeliveryFailed.user", self.user)
+        _require_text("DeliveryFailed.contact", self.contact)
+        _check_condition(self.condition)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionLost:
+    """The legacy session ended without the user asking (network failure, kill)."""
+
+    user: str
+    reason: str = ""
+    condition: ErrorCondition = "remote-server-timeout"
+
+    def __post_init__(self) -> None:
+        _require_text("SessionLost.user", self.user)
+        _check_condition(self.condition)
+
+
+LegacyEvent = (
+    MessageReceived
+    | ContactPresence
+    | ContactList
+    | ContactAdded
+    | ContactRemoved
+    | DeliveryFailed
+    | SessionLost
+)
+
+
+class GatewayEvents(Protocol):
+    """The core's side of the API, handed to every plugin through its context."""
+
+    def emit(self, event: LegacyEvent) -> None:
+        """Deliver a legacy event to the user; the core builds and sends the stanzas."""
+
+
+# --------------------------------------------------------------------------
+# What a plugin implements
+# --------------------------------------------------------------------------
+
+
+class LegacySession(Protocol):
+    """One user's logged-in legacy account.
+
+    A coroutine left unimplemented (raising :class:`NotImplementedError`) is
+    answered with ``feature-not-implemented``.
+    """
+
+    async def send_message(self, message: OutgoingMessage) -> str:
+        """Send a chat message; return the legacy message id (may be empty).
+
+        Raise :class:`LegacyError` to refuse it at once; report later refusals
+        with :class:`DeliveryFailed`.
+        """
+
+    async def set_presence(self, presence: PresenceUpdate) -> None:
+        """Reflect the user's presence on the legacy side where the network supports it."""
+
+    async def add_contact(self, contact: str) -> bool:
+        """Ask the legacy network to add ``contact``; return ``True`` when it approved."""
+
+    async def remove_contact(self, contact: str) -> None:
+        """Remove ``contact`` from the legacy contact list."""
+
+    async def logout(self) -> None:
+        """Log out cleanly; called once, after which the session is dropped."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PluginContext:
+    """Everything the core gives a plugin when it is created."""
+
+    gateway_jid: str
+    options: Mapping[str, Any]
+    """The plugin's own ``[gateways.NAME.options]`` table."""
+    events: GatewayEvents
+    clock: IReactorTime
+
+
+@runtime_checkable
+class Plugin(Protocol):
+    """A legacy-network plugin (DESIGN.md §3)."""
+
+    name: str
+    """Human readable name, e.g. ``"IRC"``."""
+    identity_type: str
+    """XEP-0030 ``gateway`` identity type, e.g. ``irc`` or ``sip``."""
+    registration_fields: Sequence[FormField]
+    instructions: str
+    """Shown in the XEP-0077 registration form."""
+    prompt: str
+    """The jabber:iq:gateway ``<desc/>`` text and ``<prompt/>`` label (XEP-0100 §6.3)."""
+
+    def legacy_to_localpart(self, address: str) -> str:
+        """Map a legacy address to the (unescaped) localpart of its contact JID.
+
+        Raise :class:`ValueError` for an address this network cannot reach.
+        """
+
+    def localpart_to_legacy(self, localpart: str) -> str:
+        """Map an (unescaped) contact localpart back to its legacy address; :class:`ValueError` if invalid."""
+
+    def legacy_id_for(self, values: Mapping[str, str]) -> str:
+        """The legacy account id a registration form describes (e.g. the username)."""
+
+    async def check_credentials(self, user: str, values: Mapping[str, str]) -> None:
+        """Verify the credentials against the legacy network; raise :class:`LoginFailed`."""
+
+    async def login(self, registration: Registration) -> LegacySession:
+        """Open the user's legacy session; raise :class:`LoginFailed` on failure."""
+
+
+PluginFactory = Callable[[PluginContext], Plugin]
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ContactAdded",
+    "ContactList",
+    "ContactPresence",
+    "ContactRemoved",
+    "DeliveryFailed",
+    "ErrorCondition",
+    "FormField",
+    "GatewayEvents",
+    "LegacyContact",
+    "LegacyError",
+    "LegacyEvent",
+    "LegacySession",
+    "LoginFailed",
+    "MessageReceived",
+    "OutgoingMessage",
+    "Plugin",
+    "PluginContext",
+    "PluginFactory",
+    "PresenceUpdate",
+    "Registration",
+    "SessionLost",
+    "Show",
+]

@@ -1,0 +1,127 @@
+"""One gateway: a plugin attached to the XMPP server under its own component JID.
+
+Wires the pieces together: the XEP-0114 connection, the router, the XEP
+handlers, the user sessions and the plugin. Nothing here speaks a protocol
+itself; each piece lives in its own module.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IReactorTime
+from twisted.words.protocols.jabber import xmlstream
+
+from gateway.component import ComponentConnection, ConnectionSettings
+from gateway.config import Config, GatewayConfig
+from gateway.plugin import PluginContext, PluginFactory
+from gateway.router import Router
+from gateway.session import Sessions
+from gateway.store.crypto import CredentialCipher
+from gateway.store.db import Database
+from gateway.xep.commands import CommandsHandler
+from gateway.xep.disco import DiscoHandler
+from gateway.xep.gateway_identity import GatewayIdentity
+from gateway.xep.iq_gateway import IqGatewayHandler
+from gateway.xep.ping import PingHandler
+from gateway.xep.register import RegisterHandler
+from gateway.xep.version import VersionHandler
+
+log = logging.getLogger(__name__)
+
+
+class GatewayService:
+    """One plugin instance and everything it needs to serve its component JID."""
+
+    def __init__(
+        self,
+        config: Config,
+        gateway: GatewayConfig,
+        plugin_factory: PluginFactory,
+        *,
+        database: Database,
+        cipher: CredentialCipher | None,
+        reactor: IReactorTime,
+        endpoint: object | None = None,
+    ) -> None:
+        self.config = gateway
+        self.jid = gateway.jid
+        self.clock = reactor
+        settings = ConnectionSettings(
+            jid=gateway.jid,
+            secret=gateway.secret,
+            max_backoff=gateway.max_backoff,
+            queue_size=gateway.queue_size,
+            max_stanza_size=gateway.max_stanza_size,
+            keepalive=gateway.keepalive,
+        )
+        if endpoint is None:
+            endpoint = HostnameEndpoint(
+                reactor, gateway.server.host, gateway.server.port  # type: ignore[arg-type]
+            )
+        self.connection = ComponentConnection(
+            settings,
+            endpoint,  # type: ignore[arg-type]
+            reactor,
+            on_stream=self._on_stream,
+            on_authenticated=self._on_authenticated,
+        )
+        self.sessions = Sessions(
+            gateway_jid=gateway.jid,
+            send=self.connection.send,
+            database=database,
+            cipher=cipher,
+            clock=reactor,
+        )
+        self.plugin = plugin_factory(
+            PluginContext(
+                gateway_jid=gateway.jid,
+                options=gateway.options,
+                events=self.sessions,
+                clock=reactor,
+            )
+        )
+        self.sessions.attach_plugin(self.plugin)
+        secret_fields = frozenset(f.var for f in self.plugin.registration_fields if f.secret)
+        self.router = Router(self.connection.send, reactor, secret_fields=secret_fields)
+        self.sessions.attach_router(self.router)
+        name = gateway.display_name or f"{self.plugin.name} gateway"
+        for handler in (
+            DiscoHandler(lambda: self.router.handlers),
+            GatewayIdentity(gateway.jid, self.plugin.identity_type, name),
+            VersionHandler(gateway.jid),
+            PingHandler(),
+            RegisterHandler(
+                gateway=gateway, plugin=self.plugin, sessions=self.sessions,
+            ),
+            IqGatewayHandler(gateway.jid, self.plugin),
+            CommandsHandler(
+                gateway_jid=gateway.jid, admins=config.security.admins, sessions=self.sessions,
+                settings_fields=getattr(self.plugin, "settings_fields", ()),
+            ),
+            self.sessions.roster,
+            self.sessions,
+        ):
+            self.router.add_handler(handler)
+
+    @property
+    def fatal(self) -> Deferred:
+        return self.connection.fatal
+
+    def _on_stream(self, xs: xmlstream.XmlStream) -> None:
+        for kind in ("/iq", "/message", "/presence"):
+            xs.addObserver(kind, self.router.dispatch)
+
+    def _on_authenticated(self) -> None:
+        self.sessions.stream_authenticated()
+
+    def start(self) -> None:
+        log.info("%s: starting the %s plugin", self.jid, self.plugin.name)
+        self.connection.start()
+
+    async def stop(self) -> None:
+        """Graceful stop: tell users, log legacy sessions out, then close the stream."""
+        await self.sessions.shutdown()
+        await self.connection.stop()

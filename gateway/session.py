@@ -1,0 +1,524 @@
+"""User sessions: presence-driven logon and logoff, contacts and messages (XEP-0100 §4.4-§5.3).
+
+One :class:`UserState` per user bare JID. The legacy session lives while any
+resource of the user is available (RFC 6121 semantics; Spectrum regression
+SpectrumIM/spectrum2#78): the first available presence logs in, the last
+unavailable logs out. This module is also the core's :class:`GatewayEvents`:
+plugins emit typed events and it turns them into stanzas.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish import domish
+
+from gateway.jids import parse_jid
+from gateway.plugin import (
+    ContactAdded,
+    ContactList,
+    ContactPresence,
+    ContactRemoved,
+    DeliveryFailed,
+    LegacyError,
+    LegacyEvent,
+    LegacySession,
+    LoginFailed,
+    MessageReceived,
+    OutgoingMessage,
+    Plugin,
+    PresenceUpdate,
+    Registration,
+    SessionLost,
+)
+from gateway.roster import RosterManager
+from gateway.router import Router, Stanza
+from gateway.stanzas import error_reply, stanza, xml_safe
+from gateway.store import repository
+from gateway.store.crypto import CredentialCipher
+from gateway.store.db import Database
+from gateway.xep.escaping import escape_localpart, unescape_localpart
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+LOGIN_TIMEOUT = 60.0
+#: Legacy events held while a login is in progress (XEP-0100 §4.1.1 step 7, 14); bounded.
+PENDING_EVENTS_LIMIT = 500
+
+
+@dataclass(slots=True)
+class ResourcePresence:
+    show: str | None
+    status: str
+    priority: int
+
+
+@dataclass(slots=True)
+class UserState:
+    user: str
+    resources: dict[str, ResourcePresence] = field(default_factory=dict)
+    session: LegacySession | None = None
+    logging_in: bool = False
+    pending: list[LegacyEvent] = field(default_factory=list)
+    online_contacts: set[str] = field(default_factory=set)
+    """Contact JIDs we told the user are available (so we can send unavailable for them)."""
+
+    def presence(self) -> PresenceUpdate:
+        """The user's presence for the legacy side: that of the highest-priority resource."""
+        if not self.resources:
+            return PresenceUpdate(available=False)
+        best = max(self.resources.values(), key=lambda r: r.priority)
+        return PresenceUpdate(available=True, show=best.show, status=best.status)  # type: ignore[arg-type]
+
+
+class Sessions:
+    """Logon/logoff by presence, messages and subscriptions, and the plugin's event sink."""
+
+    def __init__(
+        self,
+        *,
+        gateway_jid: str,
+        send: Callable[[domish.Element], None],
+        database: Database,
+        cipher: CredentialCipher | None,
+        clock: IReactorTime,
+    ) -> None:
+        self.gateway_jid = gateway_jid
+        self.send = send
+        self.database = database
+        self.cipher = cipher
+        self.clock = clock
+        self.plugin: Plugin = None  # type: ignore[assignment]
+        self.roster: RosterManager = None  # type: ignore[assignment]
+        self.users: dict[str, UserState] = {}
+        self.registered: set[str] = set()
+        """Bare JIDs with a registration, cached so the message path needs no database call."""
+
+    def attach_plugin(self, plugin: Plugin) -> None:
+        self.plugin = plugin
+
+    def attach_router(self, router: Router) -> None:
+        self.roster = RosterManager(
+            gateway_jid=self.gateway_jid, send=self.send, request=router.request,
+            database=self.database, plugin_name=self.plugin.name,
+        )
+
+    # -- addressing (XEP-0106 escaped localparts) -------------------------------
+
+    def contact_jid(self, address: str) -> str:
+        localpart = escape_localpart(self.plugin.legacy_to_localpart(address))
+        return parse_jid(f"{localpart}@{self.gateway_jid}").full()
+
+    def legacy_address(self, jid: JID) -> str:
+        """The legacy address of a contact JID; :class:`ValueError` if it is not one."""
+        if not jid.user or jid.host != self.gateway_jid:
+            raise ValueError(f"{jid.full()} is not a contact of this gateway")
+        return self.plugin.localpart_to_legacy(unescape_localpart(jid.user))
+
+    # -- helpers ------------------------------------------------------------------
+
+    def state(self, user: str) -> UserState:
+        state = self.users.get(user)
+        if state is None:
+            state = self.users[user] = UserState(user)
+        return state
+
+    def _presence(self, recipient: str, *, sender: str | None = None, type_: str | None = None,
+                  show: str | None = None, status: str = "") -> None:
+        element = stanza("presence", sender=sender or self.gateway_jid, recipient=recipient, type_=type_)
+        if show:
+            element.addElement("show", content=show)
+        if status:
+            element.addElement("status", content=xml_safe(status))
+        self.send(element)
+
+    def _presence_error(self, recipient: str, condition: str, text: str = "") -> None:
+        element = stanza("presence", sender=self.gateway_jid, recipient=recipient, type_="error")
+        element.addChild(StanzaError(condition, text=text or None).getElement())
+        self.send(element)
+
+    async def load_registration(self, user: str) -> Registration | None:
+        record = await self.database.run(repository.get_registration, self.gateway_jid, user)
+        if record is None:
+            return None
+        values = {str(k): str(v) for k, v in (record.settings or {}).items()}
+        if record.credentials:
+            if self.cipher is None:
+                raise RuntimeError("stored credentials but no credentials key configured")
+            values.update(self.cipher.decrypt(record.credentials))
+        return Registration(user=user, legacy_id=record.legacy_id, values=values)
+
+    # -- stream lifecycle ---------------------------------------------------------
+
+    def stream_authenticated(self) -> None:
+        """XEP-0100 §8 rule 6 and DESIGN §6: on every (re)authenticated stream, send our
+        presence to every registered user and probe them; their answers log them in."""
+        ensureDeferred(self._announce()).addErrback(
+            lambda f: log.error("announcing to registered users failed: %s", f.getErrorMessage())
+        )
+
+    async def _announce(self) -> None:
+        users = await self.database.run(repository.registered_users, self.gateway_jid)
+        self.registered = set(users)
+        for user in users:
+            state = self.users.get(user)
+            if state is not None and state.session is not None:
+                self._presence(user)
+            self._presence(user, type_="probe")
+
+    async def shutdown(self) -> None:
+        """SIGTERM: unavailable from every contact and from the gateway, legacy logout."""
+        for state in list(self.users.values()):
+            for contact in sorted(state.online_contacts):
+                self._presence(state.user, sender=contact, type_="unavailable")
+            state.online_contacts.clear()
+            await self._logout(state, notify=False)
+            self._presence(state.user, type_="unavailable")
+
+    # -- presence -------------------------------------------------------------------
+
+    def on_presence(self, presence: Stanza) -> bool | Awaitable[bool]:
+        if presence.recipient.host != self.gateway_jid:
+            return False
+        return ensureDeferred(self._on_presence(presence))
+
+    async def _on_presence(self, presence: Stanza) -> bool:
+        user = presence.sender.userhost()
+        type_ = presence.type
+        to_gateway = presence.recipient.user is None
+        if type_ in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
+            if to_gateway:
+                await self._gateway_subscription(user, type_)
+            else:
+                await self._contact_subscription(user, presence.recipient, type_)
+            return True
+        if type_ == "probe":
+            self._answer_probe(user, presence)
+            return True
+        if user not in self.registered:
+            return True
+        if type_ in (None, "unavailable", "error"):
+            await self._availability(user, presence, available=type_ is None)
+        return True
+
+    async def _gateway_subscription(self, user: str, type_: str) -> None:
+        if type_ == "subscribe":
+            # XEP-0100 §4.1.1 step 11-12: approve registered users, refuse others.
+            if user in self.registered:
+                self._presence(user, type_="subscribed")
+                state = self.users.get(user)
+                if state is not None and state.session is not None:
+                    self._presence(user)
+            else:
+                self._presence(user, type_="unsubscribed")
+        elif type_ == "unsubscribe":
+            # Reference checklist U5: the user removed the gateway. We log the legacy
+            # session out and confirm, but keep the registration: a roster mishap must
+            # not destroy the user's settings (unregistration is explicit, XEP-0077 <remove/>).
+            state = self.users.get(user)
+            if state is not None:
+                await self._logout(state)
+            self._presence(user, type_="unsubscribed")
+
+    def _answer_probe(self, user: str, probe: Stanza) -> None:
+        state = self.users.get(user)
+        if probe.recipient.user is None:
+            available = state is not None and state.session is not None
+            self._presence(probe.sender.full(), type_=None if available else "unavailable")
+            return
+        contact = probe.recipient.userhost()
+        if state is not None and contact in state.online_contacts:
+            self._presence(probe.sender.full(), sender=contact)
+        else:
+            self._presence(probe.sender.full(), sender=contact, type_="unavailable")
+
+    async def _availability(self, user: str, presence: Stanza, *, available: bool) -> None:
+        state = self.state(user)
+        resource = presence.sender.full()
+        if available:
+            element = presence.element
+            show = _child_text(element, "show")
+            try:
+                priority = int(_child_text(element, "priority") or 0)
+            except ValueError:
+                priority = 0
+            first = not state.resources
+            state.resources[resource] = ResourcePresence(
+                show=show if show in ("away", "chat", "dnd", "xa") else None,
+                status=_child_text(element, "status") or "",
+                priority=priority,
+            )
+            if state.session is None and not state.logging_in:
+                await self._login(state)
+            elif state.session is not None:
+                if first or presence.recipient.user is None:
+                    self._presence(resource)
+                await self._call(state.session.set_presence(state.presence()))
+            return
+        if state.resources.pop(resource, None) is None:
+            return
+        if state.resources:
+            if state.session is not None:
+                await self._call(state.session.set_presence(state.presence()))
+            return
+        # The last resource left: XEP-0100 §4.5.1 log out, then unavailable from the gateway.
+        await self._logout(state)
+        self._presence(resource, type_="unavailable")
+
+    async def _call(self, operation: Awaitable[T]) -> T | None:
+        try:
+            return await operation
+        except NotImplementedError:
+            return None
+        except LegacyError as exc:
+            log.info("legacy side refused: %s", exc)
+            return None
+
+    # -- login / logout ----------------------------------------------------------------
+
+    async def _login(self, state: UserState) -> None:
+        state.logging_in = True
+        try:
+            registration = await self.load_registration(state.user)
+            if registration is None:
+                self.registered.discard(state.user)
+                return
+            session = await _with_timeout(self.clock, self.plugin.login(registration), LOGIN_TIMEOUT)
+        except LoginFailed as exc:
+            self._login_failed(state, exc.condition, exc.text)
+            return
+        except TimeoutError:
+            self._login_failed(state, "remote-server-timeout", "the legacy service did not answer")
+            return
+        except Exception:
+            log.exception("login of %s failed", state.user)
+            self._login_failed(state, "internal-server-error", "")
+            return
+        finally:
+            state.logging_in = False
+        if not state.resources:
+            # Every resource left while we were logging in.
+            await self._call(session.logout())
+            return
+        state.session = session
+        log.info("%s logged in", state.user)
+        self._presence(state.user)  # XEP-0100 §4.4.1 step 3
+        await self._call(session.set_presence(state.presence()))
+        pending, state.pending = state.pending, []
+        for event in pending:
+            self.emit(event)
+
+    def _login_failed(self, state: UserState, condition: str, text: str) -> None:
+        # XEP-0100 §4.4.2 (with its erratum): the error goes from the gateway to the user.
+        log.info("login of %s refused: %s %s", state.user, condition, text)
+        for resource in list(state.resources):
+            self._presence_error(resource, condition, text)
+        state.resources.clear()
+        state.pending.clear()
+
+    async def _logout(self, state: UserState, *, notify: bool = True) -> None:
+        session, state.session = state.session, None
+        state.resources.clear()
+        if notify:
+            for contact in sorted(state.online_contacts):
+                self._presence(state.user, sender=contact, type_="unavailable")
+        state.online_contacts.clear()
+        if session is not None:
+            try:
+                await session.logout()
+            except Exception:
+                log.exception("legacy logout of %s failed", state.user)
+            log.info("%s logged out", state.user)
+
+    async def end_session(self, user: str) -> bool:
+        """Log a user out (admin end-user-session, user reconnect); ``True`` if one was open."""
+        state = self.users.get(user)
+        if state is None or state.session is None:
+            return False
+        resources = list(state.resources)
+        await self._logout(state)
+        for resource in resources or [user]:
+            self._presence(resource, type_="unavailable")
+        return True
+
+    async def unregistered(self, user: str) -> None:
+        """XEP-0100 §4.3.1 step 2: contacts unavailable and legacy logout, before data is deleted."""
+        state = self.users.pop(user, None)
+        self.registered.discard(user)
+        if state is not None:
+            await self._logout(state)
+
+    def online_users(self) -> list[str]:
+        return sorted(user for user, state in self.users.items() if state.session is not None)
+
+    # -- contacts: subscriptions (XEP-0100 §4.6, §4.7, §5.1, §5.2) ---------------------
+
+    async def _contact_subscription(self, user: str, contact_jid: JID, type_: str) -> None:
+        contact = contact_jid.userhost()
+        if user not in self.registered:
+            if type_ == "subscribe":
+                self._presence(user, sender=contact, type_="unsubscribed")
+            return
+        try:
+            address = self.legacy_address(contact_jid)
+        except ValueError:
+            if type_ == "subscribe":
+                self._presence(user, sender=contact, type_="unsubscribed")
+            return
+        state = self.users.get(user)
+        session = state.session if state is not None else None
+        if type_ == "subscribe":
+            approved = session is not None and bool(await self._call(session.add_contact(address)))
+            if not approved:
+                self._presence(user, sender=contact, type_="unsubscribed")  # §4.6.2
+                return
+            await self.roster.remember_contact(user, address, "to")
+            self._presence(user, sender=contact, type_="subscribed")
+            if state is not None and contact in state.online_contacts:
+                self._presence(user, sender=contact)
+            self._presence(user, sender=contact, type_="subscribe")
+        elif type_ == "subscribed":
+            await self.roster.remember_contact(user, address, "both")
+        else:
+            # unsubscribe / unsubscribed (§4.7.1, §5.1.2): remove on both sides, and never
+            # again tell that contact about the user.
+            if session is not None:
+                await self._call(session.remove_contact(address))
+            await self.roster.forget_contact(user, address)
+            if state is not None:
+                state.online_contacts.discard(contact)
+
+    # -- messages (XEP-0100 §4.8) ----------------------------------------------------------
+
+    def on_message(self, message: Stanza) -> bool | Awaitable[bool]:
+        if message.recipient.host != self.gateway_jid or message.recipient.user is None:
+            return False
+        if message.type == "error":
+            return True
+        return ensureDeferred(self._on_message(message))
+
+    async def _on_message(self, message: Stanza) -> bool:
+        element = message.element
+        user = message.sender.userhost()
+        if user not in self.registered:
+            self.send(error_reply(element, "registration-required"))
+            return True
+        body = _child_text(element, "body")
+        if body is None:
+            return True  # chat states and receipts only: nothing the legacy side can carry
+        try:
+            address = self.legacy_address(message.recipient)
+        except ValueError:
+            self.send(error_reply(element, "item-not-found", "not a valid legacy address"))
+            return True
+        state = self.users.get(user)
+        if state is None or state.session is None:
+            self.send(error_reply(element, "service-unavailable",
+                                  "you are not logged in to the legacy network: go online first"))
+            return True
+        outgoing = OutgoingMessage(contact=address, body=body, xmpp_id=message.id or "")
+        try:
+            await state.session.send_message(outgoing)
+        except LegacyError as exc:
+            self.send(error_reply(element, exc.condition, exc.text or None))
+        except NotImplementedError:
+            self.send(error_reply(element, "feature-not-implemented"))
+        return True
+
+    # -- legacy -> XMPP (GatewayEvents) ------------------------------------------------------
+
+    def emit(self, event: LegacyEvent) -> None:
+        state = self.users.get(event.user)
+        if state is None or (state.session is None and not isinstance(event, SessionLost)):
+            if state is not None and state.logging_in:
+                if len(state.pending) < PENDING_EVENTS_LIMIT:
+                    state.pending.append(event)
+                return
+            log.debug("dropping %s for %s: not logged in", type(event).__name__, event.user)
+            return
+        try:
+            self._deliver(state, event)
+        except ValueError as exc:
+            log.warning("plugin event %s for %s not deliverable: %s", type(event).__name__,
+                        event.user, exc)
+
+    def _deliver(self, state: UserState, event: LegacyEvent) -> None:
+        user = state.user
+        match event:
+            case MessageReceived():
+                message = stanza("message", sender=self.contact_jid(event.contact), recipient=user,
+                                 type_="chat", id_=event.legacy_id or uuid.uuid4().hex)
+                message.addElement("body", content=xml_safe(event.body))
+                self.send(message)
+            case ContactPresence():
+                contact = self.contact_jid(event.contact)
+                if event.available:
+                    state.online_contacts.add(contact)
+                    self._presence(user, sender=contact, show=event.show, status=event.status)
+                else:
+                    state.online_contacts.discard(contact)
+                    self._presence(user, sender=contact, type_="unavailable", status=event.status)
+            case ContactList():
+                items = [(self.contact_jid(c.address), c) for c in event.contacts]
+                resources = list(state.resources)
+                ensureDeferred(self.roster.populate(user, resources, items)).addErrback(
+                    lambda f: log.error("roster population for %s failed: %s", user, f.getErrorMessage())
+                )
+            case ContactAdded():
+                # XEP-0100 §5.1.1 step 2: a subscribe, never an unsolicited subscribed.
+                self._presence(user, sender=self.contact_jid(event.contact), type_="subscribe")
+            case ContactRemoved():
+                contact = self.contact_jid(event.contact)
+                state.online_contacts.discard(contact)
+                for type_ in ("unsubscribe", "unsubscribed", "unavailable"):  # §5.2.1
+                    self._presence(user, sender=contact, type_=type_)
+                ensureDeferred(self.roster.forget_contact(user, event.contact))
+            case DeliveryFailed():
+                failed = stanza("message", sender=self.contact_jid(event.contact), recipient=user,
+                                type_="error", id_=event.xmpp_id)
+                failed.addChild(StanzaError(event.condition, text=event.text or None).getElement())
+                self.send(failed)
+            case SessionLost():
+                ensureDeferred(self._session_lost(state, event))
+
+    async def _session_lost(self, state: UserState, event: SessionLost) -> None:
+        resources = list(state.resources)
+        state.session = None
+        for contact in sorted(state.online_contacts):
+            self._presence(state.user, sender=contact, type_="unavailable")
+        state.online_contacts.clear()
+        for resource in resources:
+            self._presence_error(resource, event.condition, event.reason)
+        state.resources.clear()
+
+
+def _child_text(element: domish.Element, name: str) -> str | None:
+    for child in element.elements():
+        if child.name == name:
+            return str(child)
+    return None
+
+
+async def _with_timeout(clock: IReactorTime, operation: Awaitable[T], seconds: float) -> T:
+    deferred: Deferred[T] = ensureDeferred(operation)  # type: ignore[arg-type]
+    call = clock.callLater(seconds, deferred.cancel)
+    try:
+        return await deferred
+    except CancelledError as exc:
+        raise TimeoutError from exc
+    finally:
+        if call.active():
+            call.cancel()
+
+
+__all__ = ["Sessions", "UserState"]

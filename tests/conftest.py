@@ -1,0 +1,7 @@
+"""Shared fixtures: real servers (one per test session) and reactor hygiene."""
+
+pytest_plugins = [
+    "tests.fixtures.hygiene",
+    "tests.fixtures.postgres",
+    "tests.fixtures.prosody",
+]
