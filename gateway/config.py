@@ -49,9 +49,13 @@ class ServerConfig:
     port: int = 5347
 
 
+DEFAULT_DATABASE_URL = "sqlite:///xmpp-gateway-state/gateway.sqlite3"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DatabaseConfig:
-    url: str = "sqlite:///xmpp-gateway-state/gateway.sqlite3"
+    url: str = DEFAULT_DATABASE_URL
+    """A relative SQLite path is relative to the working directory."""
     auto_upgrade: bool = True
 
 
@@ -256,7 +260,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
 
     db_table = root.table_of("database")
     database = DatabaseConfig(
-        url=db_table.get("url", str, DatabaseConfig.url, _database_url),
+        url=db_table.get("url", str, DEFAULT_DATABASE_URL, _database_url),
         auto_upgrade=db_table.get("auto_upgrade", bool, True),
     )
     db_table.finish()

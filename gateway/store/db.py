@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.resources
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from alembic import command
 from alembic.config import Config
@@ -232,8 +232,8 @@ class Database:
             return
         self._pool.start()
         self._running = True
-        core = IReactorCore(self._reactor, None)
-        if core is not None:
+        if IReactorCore.providedBy(self._reactor):
+            core = cast(IReactorCore, self._reactor)
             # Pool threads are not daemons: without this, a forgotten stop()
             # would keep the process alive after the reactor stops.
             self._shutdown_trigger = core.addSystemEventTrigger("during", "shutdown", self._stop_at_shutdown)
@@ -255,7 +255,7 @@ class Database:
         self._stopped = True
         self._running = False
         if self._shutdown_trigger is not None:
-            core = IReactorCore(self._reactor)
+            core = cast(IReactorCore, self._reactor)
             core.removeSystemEventTrigger(self._shutdown_trigger)
             self._shutdown_trigger = None
         self._pool.stop()

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from twisted.internet.defer import gatherResults
+from twisted.internet.testing import MemoryReactor
 
 from gateway.store import repository as repo
 from gateway.store.db import Database, DatabaseStoppedError, upgrade_to_head
@@ -350,3 +351,15 @@ def test_run_after_stop_fails(database: Database) -> None:
     assert failure.check(DatabaseStoppedError)
     with pytest.raises(DatabaseStoppedError):
         database.start()
+
+
+def test_pool_stops_at_reactor_shutdown(tmp_path: Path) -> None:
+    """start() registers a shutdown trigger that stops the pool, so no thread outlives the reactor."""
+    reactor = MemoryReactor()
+    db = Database(f"sqlite:///{tmp_path / 'gateway.sqlite3'}", reactor)  # type: ignore[arg-type]
+    db.start()
+    (trigger, args, kwargs) = reactor.triggers["during"]["shutdown"][0]
+    assert db.running
+    trigger(*args, **kwargs)
+    assert not db.running
+    db.stop()  # a second stop, e.g. from the application, is harmless
