@@ -320,6 +320,7 @@ class PrivateProsody:
             "ping",
             "register",  # loaded for XEP-0077 discovery/password change; allow_registration stays false
             "version",
+            "offline",  # a chat message to an offline user waits for them, as on a real server
             "posix",  # pidfile and SIGTERM handling; autoloaded on POSIX anyway
         ]
         lines = [

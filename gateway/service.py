@@ -124,4 +124,5 @@ class GatewayService:
     async def stop(self) -> None:
         """Graceful stop: tell users, log legacy sessions out, then close the stream."""
         await self.sessions.shutdown()
+        self.router.cancel_requests()
         await self.connection.stop()

@@ -23,7 +23,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import InstanceState, Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -51,6 +51,11 @@ POOL_NAME = "xmpp-gateway-db"
 #: How long SQLite waits for a lock held by another connection or process before
 #: failing with "database is locked" (milliseconds; reference/stack.md §5).
 SQLITE_BUSY_TIMEOUT_MS = 5000
+
+# PostgreSQL advisory lock key that serialises schema upgrades across instances:
+# any fixed 64-bit value that other software on the same database is unlikely to
+# use (the ASCII of "xmppgw" followed by 0001).
+_MIGRATION_LOCK_KEY = 0x786D_7070_6777_0001
 
 
 class DatabaseStoppedError(RuntimeError):
@@ -157,6 +162,11 @@ def upgrade_to_head(engine: Engine) -> str:
     # cookbook, "Sharing a Connection across one or more programmatic migration
     # commands"); env.py picks the connection up from cfg.attributes.
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Several instances may share one PostgreSQL database (DESIGN.md §7)
+            # and start together: the first migrates while the others wait
+            # here, then find the schema at head. Released at commit.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
     revision = current_revision(engine)

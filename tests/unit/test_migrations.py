@@ -8,6 +8,7 @@ migration that drifts from ``gateway/store/models.py`` fails here.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,15 @@ def test_sqlite_database_is_in_wal_mode(tmp_path: Path) -> None:
     finally:
         engine.dispose()
     assert (tmp_path / "nested" / "dir" / "gateway.sqlite3").is_file()
+
+
+def test_concurrent_upgrades_on_postgresql(fresh_postgres_url: str) -> None:
+    """Instances starting together on one PostgreSQL database all reach head (advisory lock)."""
+    engines = [create_engine_for(fresh_postgres_url) for _ in range(3)]
+    try:
+        with ThreadPoolExecutor(max_workers=len(engines)) as executor:
+            revisions = list(executor.map(upgrade_to_head, engines))
+        assert revisions == [head_revision()] * len(engines)
+    finally:
+        for engine in engines:
+            engine.dispose()
