@@ -60,8 +60,17 @@ def _has_credentials(session: Session) -> bool:
     return repository.any_credentials(session)
 
 
+def _cipher(config: Config) -> CredentialCipher | None:
+    if not config.security.credentials_key:
+        return None
+    try:
+        return CredentialCipher(config.security.credentials_key)
+    except ValueError as exc:
+        raise StartupError(f"{config.source}: security.credentials_key: {exc}") from exc
+
+
 def build_services(config: Config, database: Database, reactor: object) -> list[GatewayService]:
-    cipher = CredentialCipher(config.security.credentials_key) if config.security.credentials_key else None
+    cipher = _cipher(config)
     services = []
     for gateway in config.gateways:
         factory = load_plugin_factory(gateway.plugin)

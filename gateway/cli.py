@@ -48,6 +48,13 @@ def _check_config(args: argparse.Namespace) -> int:
             load_plugin_factory(gateway.plugin)
         except PluginNotFound as exc:
             raise ConfigError(config.source, f"gateways.{gateway.name}.plugin", str(exc)) from exc
+    if config.security.credentials_key:
+        from gateway.store.crypto import CredentialCipher
+
+        try:
+            CredentialCipher(config.security.credentials_key)
+        except ValueError as exc:
+            raise ConfigError(config.source, "security.credentials_key", str(exc)) from exc
     names = ", ".join(f"{g.name} ({g.jid}, plugin {g.plugin})" for g in config.gateways)
     print(f"{config.source}: OK: {names}")
     return 0

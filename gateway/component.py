@@ -138,6 +138,7 @@ class ComponentConnection:
         self._xs: xmlstream.XmlStream | None = None
         self._keepalive_call: IDelayedCall | None = None
         self._sent_since_tick = False
+        self._stopping = False
         self.handshakes = 0
 
         factory = component.componentFactory(settings.jid, settings.secret)
@@ -163,6 +164,7 @@ class ComponentConnection:
     def stop(self) -> Deferred[None]:
         """Close the stream politely (RFC 6120 §4.4) and stop reconnecting."""
         self._cancel_keepalive()
+        self._stopping = True
         if self._xs is not None:
             self._xs.sendFooter()
         return self.service.stopService()
@@ -232,7 +234,7 @@ class ComponentConnection:
             log.warning("%s: stream error %s, reconnecting", self.settings.jid, condition)
 
     def _stream_ended(self, reason: Failure) -> None:
-        if self._xs is not None:
+        if self._xs is not None and not self._stopping:
             log.warning("%s: lost the XMPP server: %s", self.settings.jid, reason.getErrorMessage())
         self._xs = None
         self._cancel_keepalive()

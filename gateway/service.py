@@ -14,6 +14,7 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.words.protocols.jabber import xmlstream
 
+from gateway.access import UserPolicy
 from gateway.component import ComponentConnection, ConnectionSettings
 from gateway.config import Config, GatewayConfig
 from gateway.plugin import PluginContext, PluginFactory
@@ -74,6 +75,7 @@ class GatewayService:
             database=database,
             cipher=cipher,
             clock=reactor,
+            policy=UserPolicy(gateway.allowed_users),
         )
         self.plugin = plugin_factory(
             PluginContext(

@@ -21,6 +21,7 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
+from gateway.access import UserPolicy
 from gateway.jids import parse_jid
 from gateway.plugin import (
     ContactAdded,
@@ -92,8 +93,10 @@ class Sessions:
         database: Database,
         cipher: CredentialCipher | None,
         clock: IReactorTime,
+        policy: UserPolicy | None = None,
     ) -> None:
         self.gateway_jid = gateway_jid
+        self.policy = policy or UserPolicy(())
         self.send = send
         self.database = database
         self.cipher = cipher
@@ -169,21 +172,23 @@ class Sessions:
 
     async def _announce(self) -> None:
         users = await self.database.run(repository.registered_users, self.gateway_jid)
+        # Users of domains the admin no longer allows are treated as unregistered.
+        users = [user for user in users if self.policy.allows(user)]
         self.registered = set(users)
         for user in users:
-            state = self.users.get(user)
-            if state is not None and state.session is not None:
-                self._presence(user)
+            self._presence(user)
             self._presence(user, type_="probe")
 
     async def shutdown(self) -> None:
-        """SIGTERM: unavailable from every contact and from the gateway, legacy logout."""
+        """SIGTERM (XEP-0100 §8 rule 6, checklist B1): unavailable from every contact, legacy
+        logout, and unavailable from the gateway to every registered user."""
         for state in list(self.users.values()):
             for contact in sorted(state.online_contacts):
                 self._presence(state.user, sender=contact, type_="unavailable")
             state.online_contacts.clear()
             await self._logout(state, notify=False)
-            self._presence(state.user, type_="unavailable")
+        for user in sorted(self.registered | set(self.users)):
+            self._presence(user, type_="unavailable")
 
     # -- presence -------------------------------------------------------------------
 
@@ -206,6 +211,17 @@ class Sessions:
             self._answer_probe(user, presence)
             return True
         if user not in self.registered:
+            return True
+        if type_ in ("unavailable", "error") and presence.sender.resource is None:
+            # From the bare JID (e.g. the server answering our probe for an offline
+            # user): no resource of the user is available any more.
+            state = self.users.get(user)
+            if state is not None and state.resources:
+                last = next(reversed(state.resources))
+                for resource in list(state.resources)[:-1]:
+                    state.resources.pop(resource)
+                await self._availability(user, Stanza(presence.element, parse_jid(last),
+                                                      presence.recipient), available=False)
             return True
         if type_ in (None, "unavailable", "error"):
             await self._availability(user, presence, available=type_ is None)
@@ -482,14 +498,18 @@ class Sessions:
                 state.online_contacts.discard(contact)
                 for type_ in ("unsubscribe", "unsubscribed", "unavailable"):  # §5.2.1
                     self._presence(user, sender=contact, type_=type_)
-                ensureDeferred(self.roster.forget_contact(user, event.contact))
+                ensureDeferred(self.roster.forget_contact(user, event.contact)).addErrback(
+                    lambda f: log.error("forgetting contact of %s failed: %s", user, f.getErrorMessage())
+                )
             case DeliveryFailed():
                 failed = stanza("message", sender=self.contact_jid(event.contact), recipient=user,
                                 type_="error", id_=event.xmpp_id)
                 failed.addChild(StanzaError(event.condition, text=event.text or None).getElement())
                 self.send(failed)
             case SessionLost():
-                ensureDeferred(self._session_lost(state, event))
+                ensureDeferred(self._session_lost(state, event)).addErrback(
+                    lambda f: log.error("session loss of %s: %s", user, f.getErrorMessage())
+                )
 
     async def _session_lost(self, state: UserState, event: SessionLost) -> None:
         resources = list(state.resources)

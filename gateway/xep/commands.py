@@ -19,7 +19,7 @@ from twisted.words.xish import domish
 
 from gateway.jids import parse_jid
 from gateway.plugin import FormField
-from gateway.router import IqRequest, IqRoute
+from gateway.router import IqAnswer, IqRequest, IqRoute
 from gateway.session import Sessions
 from gateway.stanzas import stanza
 from gateway.store import repository
@@ -40,6 +40,8 @@ class Outcome:
     form: domish.Element | None = None
     note: str = ""
     done: bool = True
+    after: Callable[[], object] | None = None
+    """Run right after the command's result is sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,7 @@ class CommandsHandler:
 
     # -- execution (XEP-0050 §4) ------------------------------------------------------------
 
-    async def execute(self, request: IqRequest) -> domish.Element:
+    async def execute(self, request: IqRequest) -> domish.Element | IqAnswer:
         if request.recipient.full() != self.gateway_jid:
             raise StanzaError("service-unavailable")
         payload = request.payload
@@ -154,7 +156,7 @@ class CommandsHandler:
             note["type"] = "info"
         if outcome.form is not None:
             reply.addChild(outcome.form)
-        return reply
+        return IqAnswer(reply, outcome.after) if outcome.after is not None else reply
 
     # -- user commands ------------------------------------------------------------------------
 
@@ -173,9 +175,12 @@ class CommandsHandler:
             return Outcome(note="Nothing was changed.")
         await self.sessions.unregistered(user)
         await self.sessions.database.run(repository.delete_registration, self.gateway_jid, user)
-        for type_ in ("unsubscribe", "unsubscribed", "unavailable"):
-            self.sessions.send(stanza("presence", sender=self.gateway_jid, recipient=user, type_=type_))
-        return Outcome(note="You are unregistered.")
+
+        def farewell() -> None:  # XEP-0100 §4.3.1: after the result
+            for type_ in ("unsubscribe", "unsubscribed", "unavailable"):
+                self.sessions.send(stanza("presence", sender=self.gateway_jid, recipient=user, type_=type_))
+
+        return Outcome(note="You are unregistered.", after=farewell)
 
     async def _reconnect(self, user: str, values: Mapping[str, str] | None) -> Outcome:
         await self._require_registered(user)

@@ -12,7 +12,7 @@ import pytest_twisted
 from slixmpp.exceptions import IqError
 
 from gateway.stanzas import stanza
-from tests.fixtures.gateway import eventually, running_gateway, wait
+from tests.fixtures.gateway import eventually, running_gateway
 from tests.fixtures.xmpp_client import as_deferred, connected_client
 
 pytestmark = pytest.mark.integration

@@ -7,6 +7,7 @@ docs/xep0100.md maps every row to its tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -59,10 +60,8 @@ class Recorder:
             if remaining <= 0:
                 raise AssertionError(f"not received; got {self.kinds(start)}")
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                pass
 
 
 def is_presence(type_: str, sender: str) -> Callable[[object], bool]:

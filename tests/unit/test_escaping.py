@@ -27,6 +27,16 @@ XEP_0106_EXAMPLES = [
 ]
 
 
+# Checklist AD5: an IRC user with every special character survives the round trip.
+IRC_NICK = "somenick!user\"&'/:<>\\3address"
+
+
+def test_irc_name_with_every_special_character():
+    """AD5: escape, JID-parse and unescape an IRC name losslessly."""
+    escaped = escape_localpart(IRC_NICK)
+    assert unescape_localpart(parse_jid(f"{escaped}@irc.example.org").user) == IRC_NICK
+
+
 @pytest.mark.parametrize(("name", "escaped"), XEP_0106_EXAMPLES)
 def test_xep_0106_examples(name, escaped):
     """Each example of XEP-0106 §5 escapes and unescapes as the XEP shows."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, make_url
 
 from gateway.store.db import create_engine_for, current_revision, head_revision, upgrade_to_head
 from gateway.store.models import Base
@@ -116,7 +116,10 @@ def test_sqlite_database_is_in_wal_mode(tmp_path: Path) -> None:
 
 def test_concurrent_upgrades_on_postgresql(fresh_postgres_url: str) -> None:
     """Instances starting together on one PostgreSQL database all reach head (advisory lock)."""
-    engines = [create_engine_for(fresh_postgres_url) for _ in range(3)]
+    # lock_timeout turns a regression (concurrent DDL waiting on each other, as
+    # happens without the lock) into a failure instead of a hung test run.
+    url = make_url(fresh_postgres_url).update_query_dict({"options": "-c lock_timeout=20000"})
+    engines = [create_engine_for(url.render_as_string(hide_password=False)) for _ in range(3)]
     try:
         with ThreadPoolExecutor(max_workers=len(engines)) as executor:
             revisions = list(executor.map(upgrade_to_head, engines))
