@@ -74,6 +74,22 @@ class RosterManager:
     async def forget_contact(self, user: str, address: str) -> None:
         await self.database.run(_forget, self.gateway_jid, user, address)
 
+    async def known_contacts(self, user: str) -> list[str]:
+        return sorted(await self.database.run(_known_contacts, self.gateway_jid, user))
+
+    def remove_items(self, user: str, jids: Sequence[str]) -> None:
+        """Remove contacts from the user's roster, when the server lets us (XEP-0356)."""
+        if not self.may_set_roster(user):
+            return
+        for jid in jids:
+            iq = stanza("iq", sender=self.gateway_jid, recipient=user, type_="set")
+            item = iq.addElement((NS_ROSTER, "query")).addElement("item")
+            item["jid"] = jid
+            item["subscription"] = "remove"
+            self.request(iq).addErrback(
+                lambda f, jid=jid: log.info("roster removal of %s refused: %s", jid, f.getErrorMessage())
+            )
+
     # -- population ----------------------------------------------------------------------
 
     async def populate(self, user: str, resources: Sequence[str],

@@ -8,7 +8,8 @@ come from the plugin options, every call the core makes is recorded in
 
 Options: ``accounts`` (username -> password), ``contacts`` (username -> list of
 addresses), ``offline`` (addresses whose messages are refused), ``unreachable``
-(every login and credential check times out as if the service were down).
+(every login and credential check times out as if the service were down),
+``message_during_login`` (a message from ``carol`` emitted before login returns).
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ class FakeNetPlugin:
         self.network.check(registration.values)
         session = FakeSession(self, registration)
         self.network.sessions[registration.user] = session
+        if self.context.options.get("message_during_login"):
+            # A legacy event that arrives before login completes (checklist R9).
+            self.deliver(registration.user, "carol", self.context.options["message_during_login"])
         contacts = self.network.contacts.get(session.username, [])
         if contacts:
             self.context.clock.callLater(0, self.context.events.emit, ContactList(

@@ -178,12 +178,15 @@ class RegisterHandler:
         if user not in self.sessions.registered and await self.sessions.load_registration(user) is None:
             raise StanzaError("registration-required")
         await self.sessions.unregistered(user)
+        contacts = await self.sessions.roster.known_contacts(user)
         await self.sessions.database.run(repository.delete_registration, self.gateway_jid, user)
         log.info("%s unregistered", user)
 
         def farewell() -> None:
             for type_ in ("unsubscribe", "unsubscribed", "unavailable"):
                 self.sessions.send(stanza("presence", sender=self.gateway_jid, recipient=user, type_=type_))
+            # Checklist U4 (our extension): with roster privilege, clean the roster ourselves.
+            self.sessions.roster.remove_items(user, [self.sessions.contact_jid(a) for a in contacts])
 
         return IqAnswer(None, farewell)
 

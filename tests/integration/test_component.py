@@ -29,7 +29,8 @@ async def test_handshake_disco_and_unknown_iq(prosody, tmp_path):
                 connected_client(prosody, jid, password) as client:
             assert service.connection.handshakes == 1
             info = await client.plugin["xep_0030"].get_info(jid=GW, timeout=5)
-            identities = {(i[0], i[1], i[2]) for i in info["disco_info"]["identities"]}
+            # slixmpp gives (category, type, xml:lang, name).
+            identities = {(i[0], i[1], i[3]) for i in info["disco_info"]["identities"]}
             assert identities == {("gateway", "fake", "Fake gateway")}
             features = info["disco_info"]["features"]
             assert "jabber:iq:register" in features and "jid\\20escaping" in features

