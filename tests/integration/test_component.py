@@ -107,3 +107,53 @@ async def test_version_and_ping_from_a_client(prosody, tmp_path):
             assert rtt >= 0
 
     await as_deferred(scenario())
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigterm_says_goodbye_and_exits_zero(prosody, tmp_path):
+    """`xmpp-gateway run` on SIGTERM: unavailable from contacts and the gateway reach an online
+    user, the legacy session is logged out, the process exits 0."""
+    import signal
+
+    from gateway.store.crypto import generate_key
+    from tests.integration.test_xep0100 import Recorder, is_presence, register
+
+    gateway = "gw2.localhost"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"[server]\nport = {prosody.component_port}\n"
+        f"[database]\nurl = 'sqlite:///{tmp_path / 'db.sqlite3'}'\n"
+        f"[security]\ncredentials_key = '{generate_key()}'\n"
+        f"[gateways.echo]\njid = '{gateway}'\nsecret = '{prosody.secrets[gateway]}'\n"
+    )
+
+    async def scenario() -> None:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "run", "--config", str(config),
+            stderr=asyncio.subprocess.PIPE)
+        try:
+            jid, password = prosody.new_user("sigterm")
+            async with connected_client(prosody, jid, password, send_presence=True) as client:
+                await client.get_roster()
+                recorder = Recorder(client, gateway)
+                for _ in range(50):  # the process needs a moment to attach
+                    try:
+                        await register(client, gateway, "demo", "pw")
+                        break
+                    except IqError:
+                        await asyncio.sleep(0.1)
+                await recorder.wait_for(is_presence("available", gateway))
+                await recorder.wait_for(is_presence("available", f"echo-bot@{gateway}"))
+                start = len(recorder.stanzas)
+                process.send_signal(signal.SIGTERM)
+                await recorder.wait_for(is_presence("unavailable", f"echo-bot@{gateway}"), start=start)
+                await recorder.wait_for(is_presence("unavailable", gateway), start=start)
+                assert await asyncio.wait_for(process.wait(), 15) == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        stderr = (await process.stderr.read()).decode()
+        assert "Traceback" not in stderr
+
+    await as_deferred(scenario())
