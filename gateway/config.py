@@ -9,12 +9,14 @@ fall back to a default.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
 from twisted.words.protocols.jabber.jid import InvalidFormat
@@ -241,7 +243,8 @@ def _read_gateway(root: _Reader, name: str, server: ServerConfig) -> GatewayConf
         keepalive=table.get("keepalive", float, DEFAULT_KEEPALIVE, _positive),
         allowed_users=allowed,
         registration_changes=table.get("registration_changes", bool, True),
-        options=table.get("options", dict, {}),
+        # A private, read-only copy: the frozen config must not share mutable state.
+        options=MappingProxyType(copy.deepcopy(table.get("options", dict, {}))),
     )
     table.finish()
     return config

@@ -93,13 +93,14 @@ class Registration:
     user: str
     """The user's bare JID."""
     legacy_id: str
-    """The legacy account the registration is for (IRC network, SIP address of record)."""
+    """The legacy account the registration is for (IRC network, SIP address of record);
+    empty for an unregistered user of a plugin that ``allows_unregistered`` (IRC rooms)."""
     values: Mapping[str, str]
     """Every form value, secrets decrypted."""
 
     def __post_init__(self) -> None:
         _require_text("Registration.user", self.user)
-        _require_text("Registration.legacy_id", self.legacy_id)
+        _require_text("Registration.legacy_id", self.legacy_id, allow_empty=True)
 
 
 # --------------------------------------------------------------------------
@@ -266,8 +267,162 @@ class SessionLost:
         _check_condition(self.condition)
 
 
+
+# --------------------------------------------------------------------------
+# Rooms (XEP-0045 on the XMPP side): legacy -> XMPP events
+# --------------------------------------------------------------------------
+
+Role = Literal["moderator", "participant", "visitor", "none"]
+Affiliation = Literal["owner", "admin", "member", "outcast", "none"]
+ROLES: frozenset[str] = frozenset(Role.__args__)  # type: ignore[attr-defined]
+AFFILIATIONS: frozenset[str] = frozenset(Affiliation.__args__)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Occupant:
+    """Someone in a legacy room, as the room shows them."""
+
+    nick: str
+    role: Role = "participant"
+    affiliation: Affiliation = "none"
+    real_jid: str = ""
+    """The occupant's JID when known (a gateway user's bare JID, or a contact JID)."""
+
+    def __post_init__(self) -> None:
+        _require_text("Occupant.nick", self.nick)
+        if self.role not in ROLES:
+            raise ValueError(f"invalid role {self.role!r}")
+        if self.affiliation not in AFFILIATIONS:
+            raise ValueError(f"invalid affiliation {self.affiliation!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoomJoined:
+    """The user is in the room: the full state, sent to every joining resource (XEP-0045 §7.2)."""
+
+    user: str
+    room: str
+    nick: str
+    """The user's own nick in the room (may differ from the one asked for: status 210)."""
+    occupants: tuple[Occupant, ...] = ()
+    """Everyone else in the room."""
+    role: Role = "participant"
+    affiliation: Affiliation = "none"
+    subject: str = ""
+    subject_by: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("user", "room", "nick"):
+            _require_text(f"RoomJoined.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoomJoinFailed:
+    """A join was refused (XEP-0045 §7.2.6-§7.2.9): a presence error to the joining resources."""
+
+    user: str
+    room: str
+    condition: ErrorCondition | Literal["conflict", "registration-required"]
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        _require_text("RoomJoinFailed.user", self.user)
+        _require_text("RoomJoinFailed.room", self.room)
+        if self.condition not in ERROR_CONDITIONS | {"conflict", "registration-required"}:
+            raise ValueError(f"unknown condition {self.condition!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoomLeft:
+    """The user is out of the room without asking (kicked, or the legacy side removed them)."""
+
+    user: str
+    room: str
+    reason: str = ""
+    kicked_by: str = ""
+    """The nick that kicked the user (status 307), empty when not a kick."""
+
+    def __post_init__(self) -> None:
+        _require_text("RoomLeft.user", self.user)
+        _require_text("RoomLeft.room", self.room)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OccupantJoined:
+    user: str
+    room: str
+    occupant: Occupant
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OccupantChanged:
+    """An occupant's role or affiliation changed (a presence update)."""
+
+    user: str
+    room: str
+    occupant: Occupant
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OccupantLeft:
+    user: str
+    room: str
+    nick: str
+    reason: str = ""
+    kicked_by: str = ""
+    """Set when the occupant was kicked (status 307 with the actor)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OccupantRenamed:
+    """A nick change (status 303); ``old_nick`` may be the user's own nick."""
+
+    user: str
+    room: str
+    old_nick: str
+    new_nick: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoomMessage:
+    """A line said in the room (by someone else: the core reflects the user's own lines)."""
+
+    user: str
+    room: str
+    nick: str
+    body: str
+    legacy_id: str = ""
+    """The legacy message id (IRCv3 msgid), used as the stanza id for every resource."""
+    notice: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("user", "room", "nick"):
+            _require_text(f"RoomMessage.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubjectChanged:
+    user: str
+    room: str
+    subject: str
+    nick: str = ""
+
+
+RoomEvent = (
+    RoomJoined
+    | RoomJoinFailed
+    | RoomLeft
+    | OccupantJoined
+    | OccupantChanged
+    | OccupantLeft
+    | OccupantRenamed
+    | RoomMessage
+    | SubjectChanged
+)
+
 LegacyEvent = (
-    MessageReceived
+    RoomEvent
+    | MessageReceived
     | ContactPresence
     | ContactList
     | ContactAdded
@@ -315,6 +470,26 @@ class LegacySession(Protocol):
     async def logout(self) -> None:
         """Log out cleanly; called once, after which the session is dropped."""
 
+    # Rooms (plugins whose ``is_room`` can say yes). Results come back as room events.
+
+    async def join_room(self, room: str, nick: str, password: str) -> None:
+        """Join ``room`` as ``nick``; answer with :class:`RoomJoined` or :class:`RoomJoinFailed`."""
+
+    async def leave_room(self, room: str, reason: str) -> None:
+        """Leave ``room`` (the last resource of the user left it)."""
+
+    async def send_room_message(self, room: str, body: str) -> list[str]:
+        """Say ``body`` in ``room``; return one id per legacy line sent (empty strings allowed).
+
+        Raise :class:`LegacyError` to refuse it; the core reflects the lines itself.
+        """
+
+    async def set_subject(self, room: str, subject: str) -> None:
+        """Change the room's subject; the change shows when :class:`SubjectChanged` comes back."""
+
+    async def change_nick(self, room: str, nick: str) -> None:
+        """Change the user's nick; it shows when :class:`OccupantRenamed` comes back."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PluginContext:
@@ -359,11 +534,15 @@ class Plugin(Protocol):
     async def login(self, registration: Registration) -> LegacySession:
         """Open the user's legacy session; raise :class:`LoginFailed` on failure."""
 
+    def is_room(self, address: str) -> bool:
+        """Whether a legacy address names a room (XEP-0045) rather than a contact."""
+
 
 PluginFactory = Callable[[PluginContext], Plugin]
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "Affiliation",
     "ContactAdded",
     "ContactList",
     "ContactPresence",
@@ -378,12 +557,24 @@ __all__ = [
     "LegacySession",
     "LoginFailed",
     "MessageReceived",
+    "Occupant",
+    "OccupantChanged",
+    "OccupantJoined",
+    "OccupantLeft",
+    "OccupantRenamed",
     "OutgoingMessage",
     "Plugin",
     "PluginContext",
     "PluginFactory",
     "PresenceUpdate",
     "Registration",
+    "Role",
+    "RoomEvent",
+    "RoomJoinFailed",
+    "RoomJoined",
+    "RoomLeft",
+    "RoomMessage",
     "SessionLost",
     "Show",
+    "SubjectChanged",
 ]

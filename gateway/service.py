@@ -26,6 +26,7 @@ from gateway.xep.commands import CommandsHandler
 from gateway.xep.disco import DiscoHandler
 from gateway.xep.gateway_identity import GatewayIdentity
 from gateway.xep.iq_gateway import IqGatewayHandler
+from gateway.xep.muc import MucHandler
 from gateway.xep.ping import PingHandler
 from gateway.xep.register import RegisterHandler
 from gateway.xep.version import VersionHandler
@@ -90,11 +91,12 @@ class GatewayService:
         self.router = Router(self.connection.send, reactor, secret_fields=secret_fields)
         self.sessions.attach_router(self.router)
         name = gateway.display_name or f"{self.plugin.name} gateway"
+        self.muc = MucHandler(sessions=self.sessions, identity_type=self.plugin.identity_type, name=name)
         for handler in (
             DiscoHandler(lambda: self.router.handlers),
             GatewayIdentity(gateway.jid, self.plugin.identity_type, name),
             VersionHandler(gateway.jid),
-            PingHandler(),
+            PingHandler(checks=[self.muc.check_ping]),
             RegisterHandler(
                 gateway=gateway, plugin=self.plugin, sessions=self.sessions,
             ),
@@ -104,6 +106,7 @@ class GatewayService:
                 settings_fields=getattr(self.plugin, "settings_fields", ()),
             ),
             self.sessions.roster,
+            self.muc,
             self.sessions,
         ):
             self.router.add_handler(handler)

@@ -13,10 +13,11 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
@@ -38,6 +39,7 @@ from gateway.plugin import (
     Plugin,
     PresenceUpdate,
     Registration,
+    RoomEvent,
     SessionLost,
 )
 from gateway.roster import RosterManager
@@ -49,6 +51,8 @@ from gateway.store.db import Database
 from gateway.xep.escaping import escape_localpart, unescape_localpart
 
 log = logging.getLogger(__name__)
+
+ROOM_EVENTS = RoomEvent.__args__  # type: ignore[attr-defined]
 
 T = TypeVar("T")
 
@@ -69,7 +73,11 @@ class UserState:
     user: str
     resources: dict[str, ResourcePresence] = field(default_factory=dict)
     session: LegacySession | None = None
+    login_waiters: list[Deferred[LegacySession]] = field(default_factory=list)
+    """Callers waiting for the login in progress (they share one attempt)."""
     logging_in: bool = False
+    rooms: dict[str, Any] = field(default_factory=dict)
+    """Room address -> the MUC handler's state for that room."""
     pending: list[LegacyEvent] = field(default_factory=list)
     online_contacts: set[str] = field(default_factory=set)
     """Contact JIDs we told the user are available (so we can send unavailable for them)."""
@@ -104,11 +112,16 @@ class Sessions:
         self.plugin: Plugin = None  # type: ignore[assignment]
         self.roster: RosterManager = None  # type: ignore[assignment]
         self.users: dict[str, UserState] = {}
+        self.muc: Any = None
         self.registered: set[str] = set()
         """Bare JIDs with a registration, cached so the message path needs no database call."""
 
     def attach_plugin(self, plugin: Plugin) -> None:
         self.plugin = plugin
+
+    def attach_muc(self, muc: Any) -> None:
+        """The MUC handler, which gets the room events (gateway.xep.muc)."""
+        self.muc = muc
 
     def attach_router(self, router: Router) -> None:
         self.roster = RosterManager(
@@ -186,6 +199,8 @@ class Sessions:
             for contact in sorted(state.online_contacts):
                 self._presence(state.user, sender=contact, type_="unavailable")
             state.online_contacts.clear()
+            if self.muc is not None:
+                self.muc.goodbye(state)
             await self._logout(state, notify=False)
         for user in sorted(self.registered | set(self.users)):
             self._presence(user, type_="unavailable")
@@ -279,19 +294,22 @@ class Sessions:
             elif state.session is not None:
                 if first or presence.recipient.user is None:
                     self._presence(resource)
-                await self._call(state.session.set_presence(state.presence()))
+                await self.call(state.session.set_presence(state.presence()))
             return
         if state.resources.pop(resource, None) is None:
             return
         if state.resources:
             if state.session is not None:
-                await self._call(state.session.set_presence(state.presence()))
+                await self.call(state.session.set_presence(state.presence()))
             return
-        # The last resource left: XEP-0100 §4.5.1 log out, then unavailable from the gateway.
-        await self._logout(state)
+        # The last resource left: XEP-0100 §4.5.1 log out, then unavailable from the gateway;
+        # but a session that still serves joined rooms stays (the rooms end it).
+        if not state.rooms:
+            await self._logout(state)
         self._presence(resource, type_="unavailable")
 
-    async def _call(self, operation: Awaitable[T]) -> T | None:
+    async def call(self, operation: Awaitable[T]) -> T | None:
+        """Await a legacy operation; unimplemented or refused ones are logged, not raised."""
         try:
             return await operation
         except NotImplementedError:
@@ -302,19 +320,49 @@ class Sessions:
 
     # -- login / logout ----------------------------------------------------------------
 
+    async def open_session(self, state: UserState) -> LegacySession:
+        """The user's legacy session, logging in if needed; concurrent callers share one
+        attempt. Raises :class:`LoginFailed` (``registration-required`` when the user has no
+        registration and the plugin needs one)."""
+        if state.session is not None:
+            return state.session
+        waiter: Deferred[LegacySession] = Deferred()
+        state.login_waiters.append(waiter)
+        if len(state.login_waiters) == 1:
+            ensureDeferred(self._log_in(state)).addBoth(self._login_done, state)
+        return await waiter
+
+    def _login_done(self, outcome: object, state: UserState) -> None:
+        waiters, state.login_waiters = state.login_waiters, []
+        for waiter in waiters:
+            if isinstance(outcome, Failure):
+                waiter.errback(outcome)
+            else:
+                waiter.callback(outcome)
+
+    async def _log_in(self, state: UserState) -> LegacySession:
+        registration = await self.load_registration(state.user)
+        if registration is None:
+            self.registered.discard(state.user)
+            if not getattr(self.plugin, "allows_unregistered", False):
+                raise LoginFailed("registration-required", "register with the gateway first")
+            # Plugins that allow it (IRC rooms) serve unregistered users with defaults.
+            registration = Registration(user=state.user, legacy_id="", values={})
+        try:
+            session = await _with_timeout(self.clock, self.plugin.login(registration), LOGIN_TIMEOUT)
+        except TimeoutError as exc:
+            raise LoginFailed("remote-server-timeout", "the legacy service did not answer") from exc
+        state.session = session
+        log.info("%s logged in", state.user)
+        return session
+
     async def _login(self, state: UserState) -> None:
+        """Logon by presence (XEP-0100 §4.4.1)."""
         state.logging_in = True
         try:
-            registration = await self.load_registration(state.user)
-            if registration is None:
-                self.registered.discard(state.user)
-                return
-            session = await _with_timeout(self.clock, self.plugin.login(registration), LOGIN_TIMEOUT)
+            session = await self.open_session(state)
         except LoginFailed as exc:
             self._login_failed(state, exc.condition, exc.text)
-            return
-        except TimeoutError:
-            self._login_failed(state, "remote-server-timeout", "the legacy service did not answer")
             return
         except Exception:
             log.exception("login of %s failed", state.user)
@@ -322,14 +370,22 @@ class Sessions:
             return
         finally:
             state.logging_in = False
-        if not state.resources:
+        if not state.resources and not state.rooms:
             # Every resource left while we were logging in.
-            await self._call(session.logout())
+            await self._logout(state)
             return
-        state.session = session
-        log.info("%s logged in", state.user)
         self._presence(state.user)  # XEP-0100 §4.4.1 step 3
-        await self._call(session.set_presence(state.presence()))
+        await self.call(session.set_presence(state.presence()))
+        self.flush_pending(state)
+
+    def session_maybe_done(self, state: UserState) -> None:
+        """End the legacy session once nothing uses it: no available resource, no room."""
+        if state.session is not None and not state.resources and not state.rooms:
+            ensureDeferred(self._logout(state)).addErrback(
+                lambda f: log.error("logout of %s failed: %s", state.user, f.getErrorMessage())
+            )
+
+    def flush_pending(self, state: UserState) -> None:
         pending, state.pending = state.pending, []
         for event in pending:
             self.emit(event)
@@ -394,7 +450,7 @@ class Sessions:
         state = self.users.get(user)
         session = state.session if state is not None else None
         if type_ == "subscribe":
-            approved = session is not None and bool(await self._call(session.add_contact(address)))
+            approved = session is not None and bool(await self.call(session.add_contact(address)))
             if not approved:
                 self._presence(user, sender=contact, type_="unsubscribed")  # §4.6.2
                 return
@@ -409,7 +465,7 @@ class Sessions:
             # unsubscribe / unsubscribed (§4.7.1, §5.1.2): remove on both sides, and never
             # again tell that contact about the user.
             if session is not None:
-                await self._call(session.remove_contact(address))
+                await self.call(session.remove_contact(address))
             await self.roster.forget_contact(user, address)
             if state is not None:
                 state.online_contacts.discard(contact)
@@ -455,6 +511,10 @@ class Sessions:
 
     def emit(self, event: LegacyEvent) -> None:
         state = self.users.get(event.user)
+        if isinstance(event, ROOM_EVENTS):
+            if state is not None and self.muc is not None:
+                self.muc.deliver(state, event)
+            return
         if state is None or (state.session is None and not isinstance(event, SessionLost)):
             if state is not None and state.logging_in:
                 if len(state.pending) < PENDING_EVENTS_LIMIT:
@@ -514,6 +574,8 @@ class Sessions:
     async def _session_lost(self, state: UserState, event: SessionLost) -> None:
         resources = list(state.resources)
         state.session = None
+        if self.muc is not None:
+            self.muc.goodbye(state)
         for contact in sorted(state.online_contacts):
             self._presence(state.user, sender=contact, type_="unavailable")
         state.online_contacts.clear()

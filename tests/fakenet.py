@@ -9,7 +9,9 @@ come from the plugin options, every call the core makes is recorded in
 Options: ``accounts`` (username -> password), ``contacts`` (username -> list of
 addresses), ``offline`` (addresses whose messages are refused), ``unreachable``
 (every login and credential check times out as if the service were down),
-``message_during_login`` (a message from ``carol`` emitted before login returns).
+``message_during_login`` (a message from ``carol`` emitted before login returns),
+``allows_unregistered`` (rooms without registration), ``rooms`` (room -> occupants and
+subject), ``forced_nick`` (the network renames whoever joins).
 """
 
 from __future__ import annotations
@@ -27,11 +29,16 @@ from gateway.plugin import (
     LegacyError,
     LoginFailed,
     MessageReceived,
+    Occupant,
+    OccupantRenamed,
     OutgoingMessage,
     PluginContext,
     PresenceUpdate,
     Registration,
+    RoomJoined,
+    RoomJoinFailed,
     SessionLost,
+    SubjectChanged,
 )
 
 
@@ -55,7 +62,8 @@ class FakeSession:
     def __init__(self, plugin: FakeNetPlugin, registration: Registration) -> None:
         self.plugin = plugin
         self.user = registration.user
-        self.username = registration.values["username"]
+        self.username = registration.values.get("username", "")
+        self.nick = self.username
 
     @property
     def log(self) -> list[tuple[str, ...]]:
@@ -82,6 +90,45 @@ class FakeSession:
         self.log.append(("logout", self.user))
         self.plugin.network.sessions.pop(self.user, None)
 
+    # -- rooms: "#name" addresses; "#full", "#banned" refuse, "#secret" needs the key "key" --
+
+    async def join_room(self, room: str, nick: str, password: str) -> None:
+        self.log.append(("join", self.user, room, nick))
+        events = self.plugin.context.events
+        refusals = {"#full": ("service-unavailable", "channel is full"),
+                    "#banned": ("forbidden", "you are banned")}
+        if room in refusals:
+            condition, text = refusals[room]
+            events.emit(RoomJoinFailed(user=self.user, room=room, condition=condition, text=text))
+            return
+        if room == "#secret" and password != "key":
+            events.emit(RoomJoinFailed(user=self.user, room=room, condition="not-authorized"))
+            return
+        self.nick = self.plugin.context.options.get("forced_nick", nick)
+        spec = self.plugin.context.options.get("rooms", {}).get(room, {})
+        occupants = tuple(Occupant(nick=n, role="moderator" if n.startswith("@") else "participant")
+                          for n in spec.get("occupants", []))
+        events.emit(RoomJoined(user=self.user, room=room, nick=self.nick, occupants=occupants,
+                               subject=spec.get("subject", "")))
+
+    async def leave_room(self, room: str, reason: str) -> None:
+        self.log.append(("part", self.user, room, reason))
+
+    async def send_room_message(self, room: str, body: str) -> list[str]:
+        lines = [line for line in body.splitlines() if line]
+        for line in lines:
+            self.log.append(("say", self.user, room, line))
+        return [f"line-{len(self.log)}-{i}" for i in range(len(lines))]
+
+    async def set_subject(self, room: str, subject: str) -> None:
+        self.plugin.context.events.emit(SubjectChanged(user=self.user, room=room, subject=subject,
+                                                       nick=self.nick))
+
+    async def change_nick(self, room: str, nick: str) -> None:
+        old, self.nick = self.nick, nick
+        self.plugin.context.events.emit(OccupantRenamed(user=self.user, room=room, old_nick=old,
+                                                        new_nick=nick))
+
 
 class FakeNetPlugin:
     name = "Fake"
@@ -99,6 +146,7 @@ class FakeNetPlugin:
     def __init__(self, context: PluginContext) -> None:
         self.context = context
         options = context.options
+        self.allows_unregistered = bool(options.get("allows_unregistered", False))
         self.network = FakeNetwork(
             accounts=dict(options.get("accounts", {})),
             contacts={k: list(v) for k, v in options.get("contacts", {}).items()},
@@ -119,6 +167,9 @@ class FakeNetPlugin:
     def legacy_id_for(self, values: Mapping[str, str]) -> str:
         return values["username"]
 
+    def is_room(self, address: str) -> bool:
+        return address.startswith("#")
+
     # -- accounts ---------------------------------------------------------------------
 
     async def check_credentials(self, user: str, values: Mapping[str, str]) -> None:
@@ -127,7 +178,8 @@ class FakeNetPlugin:
 
     async def login(self, registration: Registration) -> FakeSession:
         self.network.log.append(("login", registration.user))
-        self.network.check(registration.values)
+        if self.network.unreachable or registration.legacy_id:
+            self.network.check(registration.values)
         session = FakeSession(self, registration)
         self.network.sessions[registration.user] = session
         if self.context.options.get("message_during_login"):
@@ -153,6 +205,9 @@ class FakeNetPlugin:
 
     def contact_removed(self, user: str, contact: str) -> None:
         self.context.events.emit(ContactRemoved(user=user, contact=contact))
+
+    def room_event(self, event: object) -> None:
+        self.context.events.emit(event)  # type: ignore[arg-type]
 
     def lose_session(self, user: str) -> None:
         self.network.sessions.pop(user, None)

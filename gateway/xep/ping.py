@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from twisted.words.protocols.jabber.jid import JID
 
@@ -12,6 +12,10 @@ NS_PING = "urn:xmpp:ping"
 
 
 class PingHandler:
+    def __init__(self, checks: Iterable[Callable[[IqRequest], None]] = ()) -> None:
+        self.checks = tuple(checks)
+        """Each may raise a StanzaError to refuse a ping (XEP-0410 self-ping of a room)."""
+
     def iq_routes(self) -> Iterable[IqRoute]:
         return (IqRoute("get", NS_PING, "ping", self.ping),)
 
@@ -19,4 +23,6 @@ class PingHandler:
         return () if node else (NS_PING,)
 
     def ping(self, request: IqRequest) -> None:
+        for check in self.checks:
+            check(request)
         return None

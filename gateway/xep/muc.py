@@ -1,0 +1,458 @@
+"""XEP-0045 Multi-User Chat, service side: legacy rooms (IRC channels) as MUC rooms.
+
+The plugin joins, leaves and talks in legacy rooms and reports what happens as
+room events (gateway.plugin); this module owns every MUC rule on the XMPP side:
+
+* join (§7.2): occupant presences, then the self-presence with status 110 (and
+  210 when the nick differs from the one asked for), then the subject (§7.2.15,
+  an empty ``<subject/>`` when there is none); joining again re-sends the full
+  state (Biboumi's "desync repair"); errors are presence errors from the room;
+* all resources of a user share one legacy presence in the room: every joined
+  resource gets every event, and the legacy room is left when the last one leaves;
+* groupchat (§7.4): the user's lines are reflected to every joined resource with
+  the client's id (first line) and origin-id, one id per legacy line, the same for
+  every resource, and a stanza-id by the room (XEP-0359);
+* nick changes (§7.6, status 303), exits (§7.14, 110), kicks (§8.2, 307);
+* XEP-0410 self-ping and room disco#info (§6.4).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish import domish
+
+from gateway.jids import parse_jid
+from gateway.plugin import (
+    LegacyError,
+    LoginFailed,
+    Occupant,
+    OccupantChanged,
+    OccupantJoined,
+    OccupantLeft,
+    OccupantRenamed,
+    RoomEvent,
+    RoomJoined,
+    RoomJoinFailed,
+    RoomLeft,
+    RoomMessage,
+    SubjectChanged,
+)
+from gateway.router import IqRequest, Stanza
+from gateway.session import Sessions, UserState, _child_text
+from gateway.stanzas import error_reply, stanza, xml_safe
+from gateway.xep.disco import Identity
+from gateway.xep.escaping import escape_localpart, unescape_localpart
+
+log = logging.getLogger(__name__)
+
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_MUC_USER = "http://jabber.org/protocol/muc#user"
+NS_STANZA_ID = "urn:xmpp:sid:0"
+NS_SELF_PING = "http://jabber.org/protocol/muc#self-ping-optimization"
+NS_STABLE_ID = "http://jabber.org/protocol/muc#stable_id"
+
+# XEP-0045 §15.6 status codes.
+SELF = "110"
+NICK_MODIFIED = "210"
+NICK_CHANGED = "303"
+KICKED = "307"
+NON_ANONYMOUS = "100"
+SERVICE_SHUTDOWN = "332"
+
+
+@dataclass(slots=True)
+class RoomState:
+    address: str
+    jid: str
+    """The room's bare JID."""
+    nick: str
+    requested: dict[str, str] = field(default_factory=dict)
+    """Resource waiting for the join -> the nick it asked for."""
+    resources: set[str] = field(default_factory=set)
+    joined: bool = False
+    role: str = "participant"
+    affiliation: str = "none"
+    occupants: dict[str, Occupant] = field(default_factory=dict)
+    subject: str = ""
+    subject_by: str = ""
+
+
+class MucHandler:
+    """Presences, groupchat and disco for room JIDs of one gateway."""
+
+    def __init__(self, *, sessions: Sessions, identity_type: str, name: str) -> None:
+        self.sessions = sessions
+        self.gateway_jid = sessions.gateway_jid
+        self.identity_type = identity_type
+        self.name = name
+        sessions.attach_muc(self)
+
+    # -- addressing -------------------------------------------------------------------
+
+    def room_address(self, jid: JID) -> str | None:
+        """The legacy room a JID names, or None when it is not a room JID of ours."""
+        if jid.host != self.gateway_jid or not jid.user:
+            return None
+        is_room = getattr(self.sessions.plugin, "is_room", None)
+        if is_room is None:
+            return None
+        try:
+            address = self.sessions.plugin.localpart_to_legacy(unescape_localpart(jid.user))
+        except ValueError:
+            return None
+        return address if is_room(address) else None
+
+    def room_jid(self, address: str) -> str:
+        localpart = escape_localpart(self.sessions.plugin.legacy_to_localpart(address))
+        return parse_jid(f"{localpart}@{self.gateway_jid}").full()
+
+    # -- presence to rooms: join, nick change, leave -------------------------------------
+
+    def on_presence(self, presence: Stanza) -> bool | object:
+        address = self.room_address(presence.recipient)
+        if address is None:
+            return False
+        from twisted.internet.defer import ensureDeferred
+
+        return ensureDeferred(self._presence(presence, address))
+
+    async def _presence(self, presence: Stanza, address: str) -> bool:
+        user = presence.sender.userhost()
+        resource = presence.sender.full()
+        state = self.sessions.state(user)
+        room = state.rooms.get(address)
+        type_ = presence.type
+        if type_ in ("unavailable", "error"):
+            if room is not None:
+                await self._leave(state, room, resource, _child_text(presence.element, "status") or "")
+            return True
+        if type_ is not None:
+            return True  # subscriptions and probes to rooms mean nothing here
+        nick = presence.recipient.resource
+        joining = any(True for _ in presence.element.elements(NS_MUC, "x"))
+        if room is not None and resource in room.resources and not joining:
+            if nick and nick != room.nick:
+                await self._change_nick(state, room, presence, nick)
+            return True
+        if not nick:
+            # §7.2.1: a join without a nick is jid-malformed.
+            self.sessions.send(self._presence_error(presence, "jid-malformed", "a nickname is required"))
+            return True
+        await self._join(state, presence, address, nick)
+        return True
+
+    async def _join(self, state: UserState, presence: Stanza, address: str, nick: str) -> None:
+        resource = presence.sender.full()
+        room = state.rooms.get(address)
+        if room is not None and room.joined:
+            # Already in the room (another resource, or a client that lost track): full state.
+            room.resources.add(resource)
+            self._send_state(room, resource, requested=nick)
+            return
+        if room is not None:
+            room.requested[resource] = nick
+            return
+        room = RoomState(address=address, jid=self.room_jid(address), nick=nick)
+        room.requested[resource] = nick
+        state.rooms[address] = room
+        password = ""
+        for x in presence.element.elements(NS_MUC, "x"):
+            password = _child_text(x, "password") or ""
+        try:
+            session = await self.sessions.open_session(state)
+            await session.join_room(address, nick, password)
+        except (LoginFailed, LegacyError) as exc:
+            self._join_failed(state, room, exc.condition, exc.text)
+        except NotImplementedError:
+            self._join_failed(state, room, "feature-not-implemented", "this gateway has no rooms")
+
+    def _join_failed(self, state: UserState, room: RoomState, condition: str, text: str) -> None:
+        for resource, nick in room.requested.items():
+            element = stanza("presence", sender=f"{room.jid}/{nick}", recipient=resource, type_="error")
+            element.addElement((NS_MUC, "x"))
+            error = StanzaError(condition, text=text or None).getElement()
+            error["by"] = room.jid
+            element.addChild(error)
+            self.sessions.send(element)
+        room.requested.clear()
+        if not room.joined:
+            state.rooms.pop(room.address, None)
+            self.sessions.session_maybe_done(state)
+
+    async def _leave(self, state: UserState, room: RoomState, resource: str, status: str) -> None:
+        room.requested.pop(resource, None)
+        if resource not in room.resources:
+            return
+        room.resources.discard(resource)
+        self._self_presence(room, resource, type_="unavailable")  # §7.14
+        if room.resources or room.requested:
+            return
+        state.rooms.pop(room.address, None)
+        if state.session is not None:
+            await self.sessions.call(state.session.leave_room(room.address, status))
+        self.sessions.session_maybe_done(state)
+
+    async def _change_nick(self, state: UserState, room: RoomState, presence: Stanza, nick: str) -> None:
+        if state.session is None:
+            return
+        try:
+            await state.session.change_nick(room.address, nick)
+        except LegacyError as exc:
+            self.sessions.send(self._presence_error(presence, exc.condition, exc.text))
+        except NotImplementedError:
+            self.sessions.send(self._presence_error(presence, "not-allowed", "nick changes unsupported"))
+
+    def _presence_error(self, presence: Stanza, condition: str, text: str) -> domish.Element:
+        reply = error_reply(presence.element, condition, text or None, echo=False)
+        reply.addElement((NS_MUC, "x"))
+        return reply
+
+    # -- presence builders -------------------------------------------------------------
+
+    def _occupant_presence(self, room: RoomState, occupant: Occupant, resource: str, *,
+                           type_: str | None = None, codes: Iterable[str] = (),
+                           nick: str | None = None, actor: str = "", reason: str = "") -> domish.Element:
+        element = stanza("presence", sender=f"{room.jid}/{occupant.nick}", recipient=resource, type_=type_)
+        x = element.addElement((NS_MUC_USER, "x"))
+        item = x.addElement("item")
+        item["affiliation"] = occupant.affiliation if type_ is None else "none"
+        item["role"] = occupant.role if type_ is None else "none"
+        if occupant.real_jid:
+            item["jid"] = occupant.real_jid
+        if nick:
+            item["nick"] = nick
+        if actor:
+            item.addElement("actor")["nick"] = actor
+        if reason:
+            item.addElement("reason", content=xml_safe(reason))
+        for code in codes:
+            x.addElement("status")["code"] = code
+        return element
+
+    def _self_occupant(self, room: RoomState) -> Occupant:
+        return Occupant(nick=room.nick, role=room.role, affiliation=room.affiliation,  # type: ignore[arg-type]
+                        real_jid="")
+
+    def _self_presence(self, room: RoomState, resource: str, *, type_: str | None = None,
+                       codes: Iterable[str] = (), nick: str | None = None, actor: str = "",
+                       reason: str = "") -> None:
+        occupant = self._self_occupant(room)
+        element = self._occupant_presence(room, occupant, resource, type_=type_,
+                                          codes=(SELF, *codes), nick=nick, actor=actor, reason=reason)
+        # The user's own item carries their real JID (non-anonymous room, §7.2.3).
+        for x in element.elements(NS_MUC_USER, "x"):
+            for item in x.elements(NS_MUC_USER, "item"):
+                item["jid"] = resource
+        self.sessions.send(element)
+
+    def _send_state(self, room: RoomState, resource: str, *, requested: str) -> None:
+        """§7.2.3-§7.2.16: others, then self (110, 210 if renamed), then the subject."""
+        for occupant in room.occupants.values():
+            self.sessions.send(self._occupant_presence(room, occupant, resource))
+        codes = [NON_ANONYMOUS]
+        if requested != room.nick:
+            codes.append(NICK_MODIFIED)
+        self._self_presence(room, resource, codes=codes)
+        subject = stanza("message", sender=f"{room.jid}/{room.subject_by}" if room.subject_by else room.jid,
+                         recipient=resource, type_="groupchat", id_=uuid.uuid4().hex)
+        subject.addElement("subject", content=xml_safe(room.subject))
+        self.sessions.send(subject)
+
+    def _to_all(self, room: RoomState, build) -> None:
+        for resource in sorted(room.resources):
+            self.sessions.send(build(resource))
+
+    # -- legacy events -----------------------------------------------------------------
+
+    def deliver(self, state: UserState, event: RoomEvent) -> None:
+        room = state.rooms.get(event.room)
+        if room is None:
+            log.debug("%s for %s in %s: not in that room", type(event).__name__, state.user, event.room)
+            return
+        match event:
+            case RoomJoined():
+                room.joined = True
+                room.nick = event.nick
+                room.role, room.affiliation = event.role, event.affiliation
+                room.occupants = {o.nick: o for o in event.occupants if o.nick != event.nick}
+                room.subject, room.subject_by = event.subject, event.subject_by
+                requested, room.requested = room.requested, {}
+                for resource, nick in requested.items():
+                    room.resources.add(resource)
+                    self._send_state(room, resource, requested=nick)
+            case RoomJoinFailed():
+                self._join_failed(state, room, event.condition, event.text)
+            case RoomLeft():
+                codes = [KICKED] if event.kicked_by else [SERVICE_SHUTDOWN]
+                for resource in sorted(room.resources):
+                    self._self_presence(room, resource, type_="unavailable", codes=codes,
+                                        actor=event.kicked_by, reason=event.reason)
+                state.rooms.pop(room.address, None)
+                self.sessions.session_maybe_done(state)
+            case OccupantJoined() | OccupantChanged():
+                room.occupants[event.occupant.nick] = event.occupant
+                self._to_all(room, lambda r: self._occupant_presence(room, event.occupant, r))
+            case OccupantLeft():
+                occupant = room.occupants.pop(event.nick, None) or Occupant(nick=event.nick)
+                codes = [KICKED] if event.kicked_by else []
+                self._to_all(room, lambda r: self._occupant_presence(
+                    room, occupant, r, type_="unavailable", codes=codes, actor=event.kicked_by,
+                    reason=event.reason))
+            case OccupantRenamed():
+                self._renamed(room, event)
+            case RoomMessage():
+                self._room_message(room, event)
+            case SubjectChanged():
+                room.subject, room.subject_by = event.subject, event.nick
+                message_id = uuid.uuid4().hex
+                sender = f"{room.jid}/{event.nick}" if event.nick else room.jid
+
+                def subject(resource: str) -> domish.Element:
+                    element = stanza("message", sender=sender, recipient=resource, type_="groupchat",
+                                     id_=message_id)
+                    element.addElement("subject", content=xml_safe(event.subject))
+                    return element
+
+                self._to_all(room, subject)
+
+    def _renamed(self, room: RoomState, event: OccupantRenamed) -> None:
+        if event.old_nick == room.nick:
+            old = room.nick
+            for resource in sorted(room.resources):
+                room.nick = old
+                self._self_presence(room, resource, type_="unavailable", codes=[NICK_CHANGED],
+                                    nick=event.new_nick)
+            room.nick = event.new_nick
+            for resource in sorted(room.resources):
+                self._self_presence(room, resource)
+            return
+        occupant = room.occupants.pop(event.old_nick, None) or Occupant(nick=event.old_nick)
+        renamed = Occupant(nick=event.new_nick, role=occupant.role, affiliation=occupant.affiliation,
+                           real_jid=occupant.real_jid)
+        room.occupants[event.new_nick] = renamed
+        self._to_all(room, lambda r: self._occupant_presence(
+            room, occupant, r, type_="unavailable", codes=[NICK_CHANGED], nick=event.new_nick))
+        self._to_all(room, lambda r: self._occupant_presence(room, renamed, r))
+
+    def _room_message(self, room: RoomState, event: RoomMessage) -> None:
+        message_id = event.legacy_id or uuid.uuid4().hex
+        stanza_id = uuid.uuid4().hex
+        body = f"[notice] {event.body}" if event.notice else event.body
+
+        def build(resource: str) -> domish.Element:
+            element = stanza("message", sender=f"{room.jid}/{event.nick}", recipient=resource,
+                             type_="groupchat", id_=message_id)
+            element.addElement("body", content=xml_safe(body))
+            sid = element.addElement((NS_STANZA_ID, "stanza-id"))
+            sid["by"], sid["id"] = room.jid, stanza_id
+            return element
+
+        self._to_all(room, build)
+
+    # -- groupchat from the user (§7.4) --------------------------------------------------
+
+    def on_message(self, message: Stanza) -> bool | object:
+        address = self.room_address(message.recipient)
+        if address is None or message.type == "error":
+            return address is not None
+        from twisted.internet.defer import ensureDeferred
+
+        return ensureDeferred(self._message(message, address))
+
+    async def _message(self, message: Stanza, address: str) -> bool:
+        element = message.element
+        user = message.sender.userhost()
+        state = self.sessions.users.get(user)
+        room = state.rooms.get(address) if state is not None else None
+        resource = message.sender.full()
+        if message.recipient.resource:
+            # A private message to an occupant: the plugin maps it to a contact.
+            self.sessions.send(error_reply(element, "feature-not-implemented",
+                                           "private messages to occupants are not supported yet"))
+            return True
+        if message.type != "groupchat":
+            self.sessions.send(error_reply(element, "bad-request", "send groupchat messages to a room"))
+            return True
+        if state is None or room is None or resource not in room.resources or state.session is None:
+            self.sessions.send(error_reply(element, "not-acceptable", "you are not in this room"))
+            return True
+        subject = _child_text(element, "subject")
+        if subject is not None:
+            try:
+                await state.session.set_subject(address, subject)
+            except LegacyError as exc:
+                self.sessions.send(error_reply(element, exc.condition, exc.text or None))
+            return True
+        body = _child_text(element, "body")
+        if not body:
+            return True
+        try:
+            ids = await state.session.send_room_message(address, body)
+        except LegacyError as exc:
+            self.sessions.send(error_reply(element, exc.condition, exc.text or None))
+            return True
+        origin_id = next((c.getAttribute("id") for c in element.elements(NS_STANZA_ID, "origin-id")), None)
+        lines = [line for line in body.replace("\r\n", "\n").replace("\r", "\n").split("\n") if line]
+        lines = lines if len(lines) == len(ids) else [body]
+        for index, line in enumerate(lines):
+            legacy_id = ids[index] if index < len(ids) else ""
+            message_id = (message.id if index == 0 and message.id else legacy_id) or uuid.uuid4().hex
+            stanza_id = uuid.uuid4().hex
+
+            def reflection(target: str, line: str = line, message_id: str = message_id,
+                           stanza_id: str = stanza_id, first: bool = index == 0) -> domish.Element:
+                reflected = stanza("message", sender=f"{room.jid}/{room.nick}", recipient=target,
+                                   type_="groupchat", id_=message_id)
+                reflected.addElement("body", content=xml_safe(line))
+                if origin_id and first:
+                    reflected.addElement((NS_STANZA_ID, "origin-id"))["id"] = origin_id
+                sid = reflected.addElement((NS_STANZA_ID, "stanza-id"))
+                sid["by"], sid["id"] = room.jid, stanza_id
+                return reflected
+
+            self._to_all(room, reflection)
+        return True
+
+    # -- disco and self-ping ---------------------------------------------------------------
+
+    def disco_identities(self, requestor: JID, target: JID, node: str) -> Iterable[Identity]:
+        if node or self.room_address(target) is None or target.resource:
+            return ()
+        return (Identity(category="conference", type=self.identity_type, name=target.user or ""),)
+
+    def disco_features(self, requestor: JID, target: JID, node: str) -> Iterable[str]:
+        if node:
+            return ()
+        if target.full() == self.gateway_jid:
+            return (NS_MUC,)
+        if self.room_address(target) is not None and not target.resource:
+            return (NS_MUC, NS_SELF_PING, NS_STABLE_ID, "muc_nonanonymous", NS_STANZA_ID)
+        return ()
+
+    def check_ping(self, request: IqRequest) -> None:
+        """XEP-0410 §3.2: a ping to an occupant JID succeeds only for a joined resource."""
+        address = self.room_address(request.recipient)
+        if address is None or not request.recipient.resource:
+            return
+        state = self.sessions.users.get(request.sender.userhost())
+        room = state.rooms.get(address) if state is not None else None
+        if room is None or request.sender.full() not in room.resources:
+            raise StanzaError("not-acceptable", text="you are not in this room")
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def goodbye(self, state: UserState) -> None:
+        """The gateway goes away: every occupant and the user leave every room (status 332)."""
+        for room in list(state.rooms.values()):
+            for occupant in room.occupants.values():
+                for resource in sorted(room.resources):
+                    self.sessions.send(self._occupant_presence(room, occupant, resource, type_="unavailable"))
+            for resource in sorted(room.resources):
+                self._self_presence(room, resource, type_="unavailable", codes=[SERVICE_SHUTDOWN])
+        state.rooms.clear()
