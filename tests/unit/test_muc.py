@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.plugin import OccupantJoined, OccupantLeft, Occupant, RoomLeft, RoomMessage
+from gateway.plugin import Occupant, OccupantJoined, OccupantLeft, RoomLeft, RoomMessage
 from tests.unit.harness import build_gateway, matches
 
 GW = "gw.example.org"
