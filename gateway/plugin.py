@@ -143,6 +143,14 @@ class OutgoingMessage:
         _require_text("OutgoingMessage.body", self.body, allow_empty=True)
 
 
+@dataclass(frozen=True, slots=True)
+class SentLine:
+    """One legacy line a room message became (a long or multi-line body becomes several)."""
+
+    text: str
+    legacy_id: str = ""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PresenceUpdate:
     """The user's aggregated presence, for the legacy side."""
@@ -478,10 +486,10 @@ class LegacySession(Protocol):
     async def leave_room(self, room: str, reason: str) -> None:
         """Leave ``room`` (the last resource of the user left it)."""
 
-    async def send_room_message(self, room: str, body: str) -> list[str]:
-        """Say ``body`` in ``room``; return one id per legacy line sent (empty strings allowed).
+    async def send_room_message(self, room: str, body: str) -> list[SentLine]:
+        """Say ``body`` in ``room``; return the legacy lines it became, in order.
 
-        Raise :class:`LegacyError` to refuse it; the core reflects the lines itself.
+        Raise :class:`LegacyError` to refuse it; the core reflects each line itself.
         """
 
     async def set_subject(self, room: str, subject: str) -> None:
@@ -574,6 +582,7 @@ __all__ = [
     "RoomJoined",
     "RoomLeft",
     "RoomMessage",
+    "SentLine",
     "SessionLost",
     "Show",
     "SubjectChanged",

@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.hygiene",
+    "tests.fixtures.ircd",
     "tests.fixtures.postgres",
     "tests.fixtures.prosody",
 ]

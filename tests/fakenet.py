@@ -37,6 +37,7 @@ from gateway.plugin import (
     Registration,
     RoomJoined,
     RoomJoinFailed,
+    SentLine,
     SessionLost,
     SubjectChanged,
 )
@@ -114,11 +115,11 @@ class FakeSession:
     async def leave_room(self, room: str, reason: str) -> None:
         self.log.append(("part", self.user, room, reason))
 
-    async def send_room_message(self, room: str, body: str) -> list[str]:
+    async def send_room_message(self, room: str, body: str) -> list[SentLine]:
         lines = [line for line in body.splitlines() if line]
         for line in lines:
             self.log.append(("say", self.user, room, line))
-        return [f"line-{len(self.log)}-{i}" for i in range(len(lines))]
+        return [SentLine(line, f"line-{len(self.log)}-{i}") for i, line in enumerate(lines)]
 
     async def set_subject(self, room: str, subject: str) -> None:
         self.plugin.context.events.emit(SubjectChanged(user=self.user, room=room, subject=subject,

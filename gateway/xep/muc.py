@@ -393,23 +393,21 @@ class MucHandler:
         if not body:
             return True
         try:
-            ids = await state.session.send_room_message(address, body)
+            lines = await state.session.send_room_message(address, body)
         except LegacyError as exc:
             self.sessions.send(error_reply(element, exc.condition, exc.text or None))
             return True
         origin_id = next((c.getAttribute("id") for c in element.elements(NS_STANZA_ID, "origin-id")), None)
-        lines = [line for line in body.replace("\r\n", "\n").replace("\r", "\n").split("\n") if line]
-        lines = lines if len(lines) == len(ids) else [body]
         for index, line in enumerate(lines):
-            legacy_id = ids[index] if index < len(ids) else ""
-            message_id = (message.id if index == 0 and message.id else legacy_id) or uuid.uuid4().hex
+            # One id per legacy line, the same for every resource; the client's id on the first.
+            message_id = (message.id if index == 0 and message.id else line.legacy_id) or uuid.uuid4().hex
             stanza_id = uuid.uuid4().hex
 
-            def reflection(target: str, line: str = line, message_id: str = message_id,
+            def reflection(target: str, text: str = line.text, message_id: str = message_id,
                            stanza_id: str = stanza_id, first: bool = index == 0) -> domish.Element:
                 reflected = stanza("message", sender=f"{room.jid}/{room.nick}", recipient=target,
                                    type_="groupchat", id_=message_id)
-                reflected.addElement("body", content=xml_safe(line))
+                reflected.addElement("body", content=xml_safe(text))
                 if origin_id and first:
                     reflected.addElement((NS_STANZA_ID, "origin-id"))["id"] = origin_id
                 sid = reflected.addElement((NS_STANZA_ID, "stanza-id"))

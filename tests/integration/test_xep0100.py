@@ -49,7 +49,7 @@ class Recorder:
         """(kind, type, bare from) of each recorded stanza."""
         return [(s.name, s["type"], s["from"].bare) for s in self.stanzas[start:]]
 
-    async def wait_for(self, predicate: Callable[[object], bool], timeout: float = 10.0, start: int = 0):
+    async def wait_for(self, predicate: Callable[[object], bool], timeout: float = 20.0, start: int = 0):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -58,7 +58,8 @@ class Recorder:
                     return stanza
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise AssertionError(f"not received; got {self.kinds(start)}")
+                raise AssertionError(f"not received after stanza {start}; got {self.kinds(start)}; "
+                                     f"all: {self.kinds()}")
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)

@@ -1,0 +1,317 @@
+"""One IRC connection of one XMPP user to one network (issue 4 items 1-4).
+
+Glue between the sans-I/O pieces and Twisted: the line protocol
+(:mod:`plugins.irc.protocol`: throttling, keepalive, decoding, one bad line never
+drops the connection), IRCv3 registration (:mod:`plugins.irc.cap`), ISUPPORT
+(:mod:`plugins.irc.isupport`) and channel state (:mod:`plugins.irc.rooms`).
+
+TLS is verified (``optionsForClientTLS``) and there is no fallback to plain text:
+a network is plain only where the admin configured ``tls = false``. The address
+connected to is the one the policy checked (no second DNS lookup).
+
+After a lost connection it reconnects with capped backoff and rejoins its
+channels, telling the user in each room with a notice instead of ejecting them
+(Biboumi ejects with 332 and never comes back).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.interfaces import IDelayedCall, IReactorCore, IReactorTime
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.python.failure import Failure
+
+from gateway.plugin import LegacyError, RoomMessage, SentLine
+from plugins.irc.addressing import Addressing
+from plugins.irc.cap import Registration
+from plugins.irc.encoding import encode_and_split, relay_overhead, split_body
+from plugins.irc.formatting import ctcp
+from plugins.irc.isupport import ISupport
+from plugins.irc.lines import IrcMessage, serialize
+from plugins.irc.protocol import IrcLineProtocol
+from plugins.irc.rooms import Channels
+from plugins.irc.throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+RECONNECT_INITIAL = 2.0
+RECONNECT_CAP = 120.0
+REGISTRATION_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    throttle_burst: int = 5
+    throttle_rate: float = 1.0
+    charset: str = "latin-1"
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSettings:
+    name: str
+    host: str
+    port: int
+    tls: bool = True
+    password: str = ""
+    charset: str = "latin-1"
+    address: str = ""
+    """The resolved IP address, checked by the network policy."""
+
+    async def resolve(self, clock: IReactorTime) -> str:
+        try:
+            return str(ipaddress.ip_address(self.host))
+        except ValueError:
+            pass
+        reactor = IReactorCore(clock)
+        try:
+            return await reactor.resolve(self.host)  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise LegacyError("remote-server-not-found", f"cannot resolve {self.host}") from exc
+
+    def with_address(self, address: str) -> NetworkSettings:
+        return replace(self, address=address)
+
+
+class IrcConnection:
+    def __init__(self, *, user: str, nick: str, network: NetworkSettings, settings: ConnectionSettings,
+                 addressing: Addressing, emit: Callable[[object], None], clock: IReactorTime,
+                 on_closed: Callable[[], None]) -> None:
+        self.user = user
+        self.nick = nick
+        self.network = network
+        self.settings = settings
+        self.addressing = addressing
+        self.emit = emit
+        self.clock = clock
+        self.on_closed = on_closed
+        self.isupport = ISupport()
+        self.channels = Channels(user=user, network=network.name, addressing=addressing,
+                                 isupport=self.isupport, emit=emit, own_nick=lambda: self.nick)
+        self.protocol: IrcLineProtocol | None = None
+        self.registration: Registration | None = None
+        self.closed = False
+        self._quitting = False
+        self._waiters: list[Deferred[None]] = []
+        self._queued: list[str] = []
+        self._attempt = 0
+        self._retry: IDelayedCall | None = None
+        self._registration_timer: IDelayedCall | None = None
+        self.rejoin: dict[str, tuple[str, str]] = {}
+        """Folded channel -> (room address, key): what to rejoin after a reconnection."""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        self.registration = Registration(nick=self.nick, user=_username(self.nick), realname=self.user,
+                                         password=self.network.password or None)
+        protocol = IrcLineProtocol(
+            self._received, clock=self.clock,
+            throttle=Throttle(self.clock.seconds, burst=self.settings.throttle_burst,
+                              rate=self.settings.throttle_rate),
+            fallback_encoding=self.network.charset,
+            on_connect=self._connected, on_disconnect=self._disconnected,
+        )
+        self.protocol = protocol
+        endpoint_class = TCP6ClientEndpoint if ":" in self.network.address else TCP4ClientEndpoint
+        endpoint = endpoint_class(self.clock, self.network.address, self.network.port, timeout=15)
+        if self.network.tls:
+            endpoint = wrapClientTLS(optionsForClientTLS(self.network.host), endpoint)
+        self._registration_timer = self.clock.callLater(REGISTRATION_TIMEOUT, self._registration_timeout)
+        connectProtocol(endpoint, protocol).addErrback(self._connect_failed)
+
+    def ready(self) -> Deferred[None]:
+        """Fires once registered (001); fails with a LegacyError if the network refuses us."""
+        waiter: Deferred[None] = Deferred()
+        if self.registration is not None and self.registration.registered:
+            waiter.callback(None)
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    def _settle(self, error: LegacyError | None) -> None:
+        if self._registration_timer is not None and self._registration_timer.active():
+            self._registration_timer.cancel()
+        self._registration_timer = None
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if error is None:
+                waiter.callback(None)
+            else:
+                waiter.errback(Failure(error))
+
+    def _connected(self) -> None:
+        assert self.registration is not None and self.protocol is not None
+        for line in self.registration.start():
+            self.protocol.send_line(line, priority=True)
+
+    def _connect_failed(self, failure: Failure) -> None:
+        log.info("%s: cannot connect to %s: %s", self.user, self.network.name, failure.getErrorMessage())
+        if self.rejoin and not self._quitting:
+            self._schedule_reconnect()
+            return
+        self._close(LegacyError("remote-server-timeout",
+                                f"cannot connect to {self.network.name}: {failure.getErrorMessage()}"))
+
+    def _registration_timeout(self) -> None:
+        self._registration_timer = None
+        if self.protocol is not None and self.protocol.transport is not None:
+            self.protocol.transport.loseConnection()
+        self._settle(LegacyError("remote-server-timeout", f"{self.network.name} did not let us in"))
+
+    def _disconnected(self, reason: Failure) -> None:
+        registered = self.registration is not None and self.registration.registered
+        if self._quitting or self.closed:
+            self._close(None)
+            return
+        error = self.registration.error if self.registration is not None else None
+        if not registered:
+            text = error.text if error is not None else reason.getErrorMessage()
+            self._close(LegacyError("remote-server-timeout", f"{self.network.name}: {text}"))
+            return
+        # Lost after registration: keep the rooms, tell the user, come back.
+        self._notice_rooms(f"Connection to {self.network.name} lost ({reason.getErrorMessage()}); "
+                           "reconnecting")
+        for channel in self.channels.channels.values():
+            self.rejoin.setdefault(self.channels.fold(channel.name), (channel.address, ""))
+        self.channels.channels.clear()
+        self._schedule_reconnect()
+
+    def _schedule_reconnect(self) -> None:
+        delay = min(RECONNECT_CAP, RECONNECT_INITIAL * 2 ** self._attempt) * (0.8 + 0.4 * random.random())
+        self._attempt += 1
+        self._retry = self.clock.callLater(delay, self._reconnect)
+
+    def _reconnect(self) -> None:
+        self._retry = None
+        self.connect()
+
+    def _close(self, error: LegacyError | None) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        self.closed = True
+        self._settle(error or LegacyError("remote-server-timeout", "connection closed"))
+        self.on_closed()
+
+    def _notice_rooms(self, text: str) -> None:
+        for channel in self.channels.channels.values():
+            if channel.joined:
+                self.emit(RoomMessage(user=self.user, room=channel.address, nick=self.network.name,
+                                      body=text, notice=True))
+
+    # -- incoming --------------------------------------------------------------------------
+
+    def _received(self, message: IrcMessage) -> None:
+        registration = self.registration
+        assert registration is not None and self.protocol is not None
+        was_registered = registration.registered
+        for line in registration.receive(message):
+            self.protocol.send_line(line, priority=True)
+        if message.command == "005":
+            self.isupport.update(message.params)
+        if not was_registered and registration.registered:
+            self.nick = registration.nick
+            self._attempt = 0
+            self._settle(None)
+            for line in self._queued:
+                self.protocol.send_line(line)
+            self._queued.clear()
+            for address, key in list(self.rejoin.values()):
+                name = self.addressing.parse(address).name
+                self.join(address, name, key)
+                self._notice_rooms_later(address)
+            self.rejoin.clear()
+        elif not registration.registered and registration.error is not None:
+            kind = registration.error.kind
+            if not kind.startswith("nick-"):
+                self._settle(LegacyError("not-authorized" if "sasl" in kind else "remote-server-timeout",
+                                         registration.error.text))
+        if message.command == "NICK" and self.channels.is_me(message.nick):
+            self.nick = message.params[0]
+        if message.command == "ERROR":
+            log.info("%s: %s says ERROR %s", self.user, self.network.name, message.params)
+        self.channels.handle(message)
+
+    def _notice_rooms_later(self, address: str) -> None:
+        # The notice goes out once the channel is joined again.
+        def announce() -> None:
+            channel = next((c for c in self.channels.channels.values() if c.address == address), None)
+            if channel is not None and channel.joined:
+                self.emit(RoomMessage(user=self.user, room=address, nick=self.network.name,
+                                      body=f"Reconnected to {self.network.name}", notice=True))
+        self.channels.on_joined[address] = announce
+
+    # -- outgoing ---------------------------------------------------------------------------
+
+    def send(self, command: str, *params: str) -> None:
+        line = serialize(command, *params)  # refuses CR, LF and NUL in any part
+        if self.protocol is None or self.registration is None or not self.registration.registered:
+            self._queued.append(line)
+            return
+        self.protocol.send_line(line)
+
+    def join(self, address: str, channel: str, key: str) -> None:
+        self.channels.expect(address, channel)
+        self.rejoin.pop(self.channels.fold(channel), None)
+        if key:
+            self.send("JOIN", channel, key)
+        else:
+            self.send("JOIN", channel)
+
+    def part(self, channel: str, reason: str) -> None:
+        self.channels.forget(channel)
+        self.send("PART", channel, *([reason] if reason else []))
+        if not self.channels.channels and not self.rejoin:
+            # Like Biboumi: the last channel left ends the connection.
+            self.quit("")
+
+    def say(self, target: str, body: str, *, xmpp_id: str = "") -> list[SentLine]:
+        """PRIVMSG each line of ``body``, split to fit 512 bytes; ``/me`` becomes CTCP ACTION."""
+        sent: list[SentLine] = []
+        for line in split_body(body):
+            action = line.startswith("/me ")
+            text = line[4:] if action else line
+            overhead = relay_overhead("PRIVMSG", target, self.nick)
+            if action:
+                overhead += len("\x01ACTION \x01")
+            for chunk in encode_and_split(overhead, text):
+                self.send("PRIVMSG", target, ctcp("ACTION", chunk) if action else chunk)
+                sent.append(SentLine(f"/me {chunk}" if action else chunk))
+        if xmpp_id and not self.isupport.is_channel(target):
+            self.channels.sent_private(target, xmpp_id)
+        return sent
+
+    def topic(self, channel: str, text: str) -> None:
+        self.send("TOPIC", channel, " ".join(split_body(text)))
+
+    def change_nick(self, nick: str) -> None:
+        self.send("NICK", nick)
+
+    def set_away(self, show: str | None, status: str) -> None:
+        if show in ("away", "xa", "dnd"):
+            self.send("AWAY", status or show)
+        else:
+            self.send("AWAY")
+
+    def quit(self, reason: str) -> None:
+        self._quitting = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+            self._retry = None
+        if self.protocol is not None and self.protocol.transport is not None and self.protocol.connected:
+            self.protocol.send_line(serialize("QUIT", reason or "Leaving"), priority=True)
+            self.protocol.transport.loseConnection()
+        else:
+            self._close(None)
+
+
+def _username(nick: str) -> str:
+    cleaned = "".join(c for c in nick if c.isalnum()) or "xmpp"
+    return cleaned[:10]

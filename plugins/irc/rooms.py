@@ -1,0 +1,341 @@
+"""IRC channel state for one connection, turned into the plugin API's room events.
+
+Sans-I/O: :meth:`Channels.handle` takes one parsed :class:`IrcMessage` and emits
+events; it never writes to a socket. Each message goes through a dispatch table
+with argument-count bounds, and a bad message is logged and skipped (STYLE.md G9),
+because one odd line from a server must not cost a user their rooms.
+
+Names are compared under the server's CASEMAPPING (ISUPPORT), never ``str.lower``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.plugin import (
+    Affiliation,
+    DeliveryFailed,
+    MessageReceived,
+    Occupant,
+    OccupantChanged,
+    OccupantJoined,
+    OccupantLeft,
+    OccupantRenamed,
+    Role,
+    RoomJoined,
+    RoomJoinFailed,
+    RoomLeft,
+    RoomMessage,
+    SubjectChanged,
+)
+from plugins.irc.addressing import Addressing
+from plugins.irc.formatting import ctcp_split, to_xep0393
+from plugins.irc.isupport import ISupport
+from plugins.irc.lines import IrcMessage
+
+log = logging.getLogger(__name__)
+
+#: Join errors (RFC 2812 §5.2) and the XEP-0045 §7.2 conditions they become.
+JOIN_ERRORS: dict[str, str] = {
+    "403": "item-not-found",          # ERR_NOSUCHCHANNEL
+    "405": "resource-constraint",     # ERR_TOOMANYCHANNELS
+    "471": "service-unavailable",     # ERR_CHANNELISFULL (§7.2.10 max users)
+    "473": "registration-required",   # ERR_INVITEONLYCHAN (§7.2.7 members-only)
+    "474": "forbidden",               # ERR_BANNEDFROMCHAN (§7.2.8 banned)
+    "475": "not-authorized",          # ERR_BADCHANNELKEY (§7.2.6 password)
+    "477": "registration-required",   # ERR_NEEDREGGEDNICK
+}
+
+#: Prefix mode -> (role, affiliation), as Biboumi maps them (reference/biboumi.md §2.2).
+MODE_ROLES: dict[str, tuple[Role, Affiliation]] = {
+    "q": ("moderator", "owner"),
+    "a": ("moderator", "owner"),
+    "o": ("moderator", "admin"),
+    "h": ("moderator", "member"),
+    "v": ("participant", "member"),
+}
+
+
+@dataclass(slots=True)
+class Member:
+    nick: str
+    modes: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class Channel:
+    address: str
+    """The room address the core knows this channel by."""
+    name: str
+    joined: bool = False
+    members: dict[str, Member] = field(default_factory=dict)
+    """Folded nick -> member (the user included)."""
+    topic: str = ""
+    topic_by: str = ""
+
+
+Emit = Callable[[object], None]
+
+
+class Channels:
+    def __init__(self, *, user: str, network: str, addressing: Addressing, isupport: ISupport,
+                 emit: Emit, own_nick: Callable[[], str]) -> None:
+        self.user = user
+        self.network = network
+        self.addressing = addressing
+        self.isupport = isupport
+        self.emit = emit
+        self.own_nick = own_nick
+        self.channels: dict[str, Channel] = {}
+        self.on_joined: dict[str, Callable[[], None]] = {}
+        """Room address -> called once when that channel's join completes."""
+        self.pending_pm: dict[str, list[str]] = {}
+        """Folded nick -> ids of private messages sent to it, oldest first (for 401 errors)."""
+        self._handlers: dict[str, tuple[int, Callable[[IrcMessage], None]]] = {
+            "JOIN": (1, self._join), "PART": (1, self._part), "KICK": (2, self._kick),
+            "QUIT": (0, self._quit), "NICK": (1, self._nick), "MODE": (2, self._mode),
+            "TOPIC": (2, self._topic), "PRIVMSG": (2, self._privmsg), "NOTICE": (2, self._notice),
+            "332": (3, self._rpl_topic), "333": (3, self._rpl_topic_who), "353": (4, self._names),
+            "366": (2, self._end_of_names), "401": (2, self._no_such_nick),
+            **{code: (2, self._join_error) for code in JOIN_ERRORS},
+        }
+
+    # -- helpers ------------------------------------------------------------------
+
+    def fold(self, name: str) -> str:
+        return self.isupport.fold(name)
+
+    def is_me(self, nick: str | None) -> bool:
+        return nick is not None and self.fold(nick) == self.fold(self.own_nick())
+
+    def address_for(self, name: str) -> str:
+        return self.addressing.format(self.network, name.lower())
+
+    def expect(self, address: str, name: str) -> Channel:
+        """Remember a JOIN the user asked for, so events use the address the core knows."""
+        channel = self.channels.get(self.fold(name))
+        if channel is None:
+            channel = self.channels[self.fold(name)] = Channel(address=address, name=name)
+        return channel
+
+    def forget(self, name: str) -> None:
+        self.channels.pop(self.fold(name), None)
+
+    def occupant(self, member: Member, *, user_modes: bool = False) -> Occupant:
+        role: Role = "participant"
+        affiliation: Affiliation = "none"
+        for mode, _prefix in self.isupport.prefix_modes():
+            if mode in member.modes and mode in MODE_ROLES:
+                role, affiliation = MODE_ROLES[mode]
+                break
+        return Occupant(nick=member.nick, role=role, affiliation=affiliation,
+                        real_jid="" if user_modes else self._contact_jid_hint(member.nick))
+
+    def _contact_jid_hint(self, nick: str) -> str:
+        return ""
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    def handle(self, message: IrcMessage) -> None:
+        entry = self._handlers.get(message.command)
+        if entry is None:
+            return
+        minimum, handler = entry
+        if len(message.params) < minimum:
+            log.info("%s: ignoring %s with %d params", self.network, message.command, len(message.params))
+            return
+        try:
+            handler(message)
+        except Exception:
+            # An exception barrier per line (G9): log and carry on with the next one.
+            log.exception("%s: failed to handle %s", self.network, message.command)
+
+    # -- membership ------------------------------------------------------------------------
+
+    def _join(self, message: IrcMessage) -> None:
+        name = message.params[0]
+        nick = message.nick
+        if nick is None:
+            return
+        if self.is_me(nick):
+            channel = self.expect(self.address_for(name), name)
+            channel.members[self.fold(nick)] = Member(nick)
+            return
+        channel = self.channels.get(self.fold(name))
+        if channel is None:
+            return
+        member = channel.members[self.fold(nick)] = Member(nick)
+        if channel.joined:
+            self.emit(OccupantJoined(user=self.user, room=channel.address, occupant=self.occupant(member)))
+
+    def _names(self, message: IrcMessage) -> None:
+        channel = self.channels.get(self.fold(message.params[2]))
+        if channel is None or channel.joined:
+            return
+        for entry in message.params[3].split():
+            modes, rest = self.isupport.split_prefixes(entry)  # "@+nick" or "@nick!user@host"
+            nick = rest.split("!", 1)[0]
+            if nick:
+                channel.members[self.fold(nick)] = Member(nick, set(modes))
+
+    def _end_of_names(self, message: IrcMessage) -> None:
+        channel = self.channels.get(self.fold(message.params[1]))
+        if channel is None or channel.joined:
+            return
+        channel.joined = True
+        me = channel.members.get(self.fold(self.own_nick())) or Member(self.own_nick())
+        mine = self.occupant(me, user_modes=True)
+        others = tuple(self.occupant(m) for key, m in channel.members.items() if key != self.fold(me.nick))
+        self.emit(RoomJoined(user=self.user, room=channel.address, nick=self.own_nick(), occupants=others,
+                             role=mine.role, affiliation=mine.affiliation,
+                             subject=channel.topic, subject_by=channel.topic_by))
+        callback = self.on_joined.pop(channel.address, None)
+        if callback is not None:
+            callback()
+
+    def _join_error(self, message: IrcMessage) -> None:
+        channel = self.channels.get(self.fold(message.params[1]))
+        if channel is None or channel.joined:
+            return
+        self.forget(channel.name)
+        text = message.params[-1] if len(message.params) > 2 else ""
+        self.emit(RoomJoinFailed(user=self.user, room=channel.address,
+                                 condition=JOIN_ERRORS[message.command], text=text))  # type: ignore[arg-type]
+
+    def _part(self, message: IrcMessage) -> None:
+        channel = self.channels.get(self.fold(message.params[0]))
+        nick = message.nick
+        if channel is None or nick is None:
+            return
+        reason = message.params[1] if len(message.params) > 1 else ""
+        if self.is_me(nick):
+            self.forget(channel.name)  # the core asked for this part: nothing to report
+            return
+        if channel.members.pop(self.fold(nick), None) is not None and channel.joined:
+            self.emit(OccupantLeft(user=self.user, room=channel.address, nick=nick, reason=reason))
+
+    def _kick(self, message: IrcMessage) -> None:
+        channel = self.channels.get(self.fold(message.params[0]))
+        if channel is None:
+            return
+        target = message.params[1]
+        reason = message.params[2] if len(message.params) > 2 else ""
+        kicker = message.nick or self.network
+        if self.is_me(target):
+            self.forget(channel.name)
+            self.emit(RoomLeft(user=self.user, room=channel.address, reason=reason, kicked_by=kicker))
+            return
+        member = channel.members.pop(self.fold(target), None)
+        if member is not None and channel.joined:
+            self.emit(OccupantLeft(user=self.user, room=channel.address, nick=member.nick, reason=reason,
+                                   kicked_by=kicker))
+
+    def _quit(self, message: IrcMessage) -> None:
+        nick = message.nick
+        if nick is None or self.is_me(nick):
+            return
+        reason = message.params[0] if message.params else ""
+        for channel in self.channels.values():
+            member = channel.members.pop(self.fold(nick), None)
+            if member is not None and channel.joined:
+                self.emit(OccupantLeft(user=self.user, room=channel.address, nick=member.nick, reason=reason))
+
+    def _nick(self, message: IrcMessage) -> None:
+        old = message.nick
+        new = message.params[0]
+        if old is None:
+            return
+        for channel in self.channels.values():
+            member = channel.members.pop(self.fold(old), None)
+            if member is None:
+                continue
+            member.nick = new
+            channel.members[self.fold(new)] = member
+            if channel.joined:
+                self.emit(OccupantRenamed(user=self.user, room=channel.address, old_nick=old, new_nick=new))
+
+    def _mode(self, message: IrcMessage) -> None:
+        channel = self.channels.get(self.fold(message.params[0]))
+        if channel is None or not channel.joined:
+            return
+        changed: dict[str, Member] = {}
+        for change in self.isupport.parse_mode_change(message.params[1], message.params[2:]):
+            adding, mode, param = change
+            if param is None or self.isupport.prefix_for_mode(mode) is None:
+                continue
+            member = channel.members.get(self.fold(param))
+            if member is None:
+                continue
+            (member.modes.add if adding else member.modes.discard)(mode)
+            changed[self.fold(param)] = member
+        for key, member in changed.items():
+            if key != self.fold(self.own_nick()):
+                self.emit(OccupantChanged(user=self.user, room=channel.address,
+                                          occupant=self.occupant(member)))
+
+    # -- topic ---------------------------------------------------------------------------------
+
+    def _rpl_topic(self, message: IrcMessage) -> None:
+        channel = self.channels.get(self.fold(message.params[1]))
+        if channel is not None:
+            channel.topic = to_xep0393(message.params[2])
+
+    def _rpl_topic_who(self, message: IrcMessage) -> None:
+        channel = self.channels.get(self.fold(message.params[1]))
+        if channel is not None:
+            channel.topic_by = message.params[2].split("!", 1)[0]
+
+    def _topic(self, message: IrcMessage) -> None:
+        channel = self.channels.get(self.fold(message.params[0]))
+        if channel is None:
+            return
+        channel.topic, channel.topic_by = to_xep0393(message.params[1]), message.nick or ""
+        if channel.joined:
+            self.emit(SubjectChanged(user=self.user, room=channel.address, subject=channel.topic,
+                                     nick=channel.topic_by))
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def _privmsg(self, message: IrcMessage, notice: bool = False) -> None:
+        target, text = message.params[0], message.params[1]
+        nick = message.nick
+        if nick is None or self.is_me(nick):
+            return  # server messages are the connection's; echoes of ours are reflected already
+        ctcp = ctcp_split(text)
+        if ctcp is not None:
+            command, args = ctcp
+            if command != "ACTION":
+                return  # other CTCP requests are the connection's business
+            text = f"/me {args}"
+        body = to_xep0393(text)
+        legacy_id = message.tags.get("msgid", "")
+        if self.isupport.is_channel(target):
+            channel = self.channels.get(self.fold(target))
+            if channel is not None and channel.joined:
+                self.emit(RoomMessage(user=self.user, room=channel.address, nick=nick, body=body,
+                                      legacy_id=legacy_id, notice=notice))
+            return
+        if self.is_me(target):
+            self.emit(MessageReceived(user=self.user, contact=self.addressing.format(self.network, nick),
+                                      body=f"[notice] {body}" if notice else body, legacy_id=legacy_id))
+
+    def _notice(self, message: IrcMessage) -> None:
+        self._privmsg(message, notice=True)
+
+    def sent_private(self, nick: str, xmpp_id: str) -> None:
+        ids = self.pending_pm.setdefault(self.fold(nick), [])
+        ids.append(xmpp_id)
+        del ids[:-20]  # bounded: only recent messages can still bounce
+
+    def _no_such_nick(self, message: IrcMessage) -> None:
+        nick = message.params[1]
+        ids = self.pending_pm.get(self.fold(nick))
+        if not ids:
+            return
+        xmpp_id = ids.pop(0)
+        # XEP-0100 §4.8.2: the contact is not on IRC: service-unavailable, with the original id.
+        self.emit(DeliveryFailed(user=self.user, contact=self.addressing.format(self.network, nick.lower()),
+                                 xmpp_id=xmpp_id, condition="service-unavailable",
+                                 text=message.params[-1]))

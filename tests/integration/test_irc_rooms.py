@@ -1,0 +1,222 @@
+"""IRC channels as MUC rooms against a real ngircd, slixmpp on the XMPP side and raw IRC
+clients on the IRC side (issue 4)."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from contextlib import asynccontextmanager
+
+import pytest
+import pytest_twisted
+from slixmpp import ClientXMPP
+
+from tests.fixtures.gateway import running_gateway
+from tests.fixtures.ircd import raw_irc_client
+from tests.fixtures.xmpp_client import as_deferred, connected_client
+from tests.integration.test_xep0100 import Recorder
+
+pytestmark = pytest.mark.integration
+
+GW = "gw3.localhost"
+NETWORK = "irc.localhost"
+_counter = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{next(_counter)}{uuid.uuid4().hex[:4]}"
+
+
+def irc_options(ngircd) -> dict:
+    return {"networks": {NETWORK: {"host": "127.0.0.1", "port": ngircd.port, "tls": False}},
+            "allow_private": True, "throttle_burst": 100, "throttle_rate": 0.01}
+
+
+def room_jid(channel: str) -> str:
+    return f"{channel}%{NETWORK}@{GW}"
+
+
+class Room:
+    """A user's view of one room: what arrived, and helpers to wait for it."""
+
+    def __init__(self, client: ClientXMPP, jid: str) -> None:
+        self.client = client
+        self.jid = jid
+        self.recorder = Recorder(client, GW)
+
+    def of_room(self, start: int = 0):
+        return [s for s in self.recorder.stanzas[start:] if s["from"].bare == self.jid]
+
+    async def wait(self, predicate, start: int = 0, timeout: float = 10.0):
+        return await self.recorder.wait_for(lambda s: s["from"].bare == self.jid and predicate(s),
+                                            start=start, timeout=timeout)
+
+
+def join_presence(client: ClientXMPP, jid: str, nick: str, password: str | None = None) -> None:
+    presence = client.make_presence(pto=f"{jid}/{nick}")
+    x = presence.xml.makeelement("{http://jabber.org/protocol/muc}x", {})
+    if password:
+        child = x.makeelement("{http://jabber.org/protocol/muc}password", {})
+        child.text = password
+        x.append(child)
+    presence.xml.append(x)
+    presence.send()
+
+
+def status_codes(stanza) -> set[str]:
+    return {s.get("code") for s in stanza.xml.iter("{http://jabber.org/protocol/muc#user}status")}
+
+
+@asynccontextmanager
+async def joined(prosody, client: ClientXMPP, channel: str, nick: str):
+    room = Room(client, room_jid(channel))
+    join_presence(client, room.jid, nick)
+    await room.wait(lambda s: s.name == "presence" and "110" in status_codes(s))
+    await room.wait(lambda s: s.name == "message" and s.xml.find("{jabber:client}subject") is not None)
+    yield room
+
+
+@pytest_twisted.ensureDeferred
+async def test_join_talk_both_ways_and_leave(prosody, ngircd, tmp_path):
+    """Join order (occupants, self 110, subject), groupchat both ways, leave with 110 and PART."""
+    channel = unique("#room")
+
+    async def scenario() -> None:
+        async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=irc_options(ngircd)):
+            async with raw_irc_client(ngircd, unique("bob")) as bob:
+                bob.send(f"JOIN {channel}")
+                await bob.read_until(lambda line: " 366 " in line)
+                bob.send(f"TOPIC {channel} :Our topic")
+                jid, password = prosody.new_user("irc")
+                async with connected_client(prosody, jid, password, send_presence=True) as client:
+                    alice = unique("alice")
+                    room = Room(client, room_jid(channel))
+                    join_presence(client, room.jid, alice)
+                    subject = await room.wait(lambda s: s.name == "message"
+                                              and s.xml.find("{jabber:client}subject") is not None)
+                    stanzas = room.of_room()
+                    kinds = [(s.name, s["from"].resource) for s in stanzas]
+                    # Occupants first (bob, as channel operator), then self with 110, then subject.
+                    assert kinds == [("presence", bob.nick), ("presence", alice), ("message", bob.nick)]
+                    item = stanzas[0].xml.find("{http://jabber.org/protocol/muc#user}x/"
+                                               "{http://jabber.org/protocol/muc#user}item")
+                    assert item.get("role") == "moderator"  # bob created the channel: operator
+                    assert "110" in status_codes(stanzas[-2])
+                    assert subject["subject"] == "Our topic"
+                    await bob.read_until(lambda line: "JOIN" in line and alice in line)
+
+                    client.send_message(mto=room.jid, mbody="hello from xmpp", mtype="groupchat")
+                    await bob.read_until(lambda line: f"PRIVMSG {channel} :hello from xmpp" in line)
+                    bob.send(f"PRIVMSG {channel} :hello from irc")
+                    message = await room.wait(lambda s: s.name == "message" and s["body"] == "hello from irc")
+                    assert message["from"].resource == bob.nick
+
+                    start = len(room.recorder.stanzas)
+                    client.send_presence(pto=f"{room.jid}/{alice}", ptype="unavailable")
+                    out = await room.wait(lambda s: s.name == "presence" and s["type"] == "unavailable",
+                                          start=start)
+                    assert "110" in status_codes(out)
+                    await bob.read_until(lambda line: ("PART" in line or "QUIT" in line) and alice in line)
+
+    await as_deferred(scenario())
+
+
+@pytest_twisted.ensureDeferred
+async def test_hostile_and_long_text(prosody, ngircd, tmp_path):
+    """A 2000-byte message becomes several PRIVMSGs of at most 512 bytes that join back;
+    'hello\\rJOIN #x' never joins #x; latin-1 and control codes arrive as valid XMPP."""
+    channel = unique("#text")
+    trap = unique("#trap")
+
+    async def scenario() -> None:
+        async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=irc_options(ngircd)):
+            async with raw_irc_client(ngircd, unique("carl")) as carl:
+                carl.send(f"JOIN {channel}")
+                await carl.read_until(lambda line: " 366 " in line)
+                jid, password = prosody.new_user("irctext")
+                async with connected_client(prosody, jid, password, send_presence=True) as client:
+                    alice = unique("alice")
+                    async with joined(prosody, client, channel, alice) as room:
+                        await carl.read_until(lambda line: "JOIN" in line and alice in line)
+                        words = " ".join(f"word{i:04d}é" for i in range(200))  # > 2000 bytes of UTF-8
+                        assert len(words.encode()) > 2000
+                        client.send_message(mto=room.jid, mbody=words, mtype="groupchat")
+                        received = []
+                        while " ".join(received) != words:
+                            line = await carl.read_until(lambda text: f"PRIVMSG {channel} :" in text)
+                            assert len(line.encode()) + 2 <= 512
+                            received.append(line.split(f"PRIVMSG {channel} :", 1)[1])
+                        assert len(received) >= 4
+
+                        client.send_message(mto=room.jid, mbody="hello\rJOIN " + trap, mtype="groupchat")
+                        await carl.read_until(lambda text: f"PRIVMSG {channel} :JOIN {trap}" in text)
+                        carl.send(f"NAMES {trap}")
+                        names = await carl.read_until(lambda text: " 366 " in text or " 353 " in text)
+                        assert alice not in names
+
+                        carl.writer.write(f"PRIVMSG {channel} :caf\xe9 cr\xe8me\r\n".encode("latin-1"))
+                        latin = await room.wait(lambda s: s.name == "message" and s["body"].startswith("caf"))
+                        assert latin["body"] == "café crème"
+                        carl.send(f"PRIVMSG {channel} :\x02bold\x02 \x0304red\x03 \x1ditalic\x1d \x07bell\x16")
+                        styled = await room.wait(lambda s: s.name == "message" and "bold" in s["body"])
+                        assert styled["body"] == "*bold* red _italic_ bell"
+
+    await as_deferred(scenario())
+
+
+@pytest_twisted.ensureDeferred
+async def test_join_errors(prosody, ngircd, tmp_path):
+    """Full, invite-only, banned and keyed channels refuse the join with the MUC condition."""
+    full, invite, banned, keyed = (unique(p) for p in ("#full", "#invite", "#banned", "#keyed"))
+
+    async def scenario() -> None:
+        async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=irc_options(ngircd)):
+            async with raw_irc_client(ngircd, unique("op")) as op:
+                for channel in (full, invite, banned, keyed):
+                    op.send(f"JOIN {channel}")
+                    await op.read_until(lambda line, c=channel: " 366 " in line and c in line)
+                op.send(f"MODE {full} +l 1")
+                op.send(f"MODE {invite} +i")
+                op.send(f"MODE {banned} +b *!*@*")
+                op.send(f"MODE {keyed} +k sesame")
+                await op.read_until(lambda line: "MODE" in line and keyed in line)
+                jid, password = prosody.new_user("ircerr")
+                async with connected_client(prosody, jid, password, send_presence=True) as client:
+                    expected = {full: "service-unavailable", invite: "registration-required",
+                                banned: "forbidden", keyed: "not-authorized"}
+                    for channel, condition in expected.items():
+                        room = Room(client, room_jid(channel))
+                        join_presence(client, room.jid, unique("alice"))
+                        error = await room.wait(lambda s: s.name == "presence" and s["type"] == "error")
+                        assert error["error"]["condition"] == condition, channel
+                    room = Room(client, room_jid(keyed))
+                    join_presence(client, room.jid, unique("alice"), password="sesame")
+                    await room.wait(lambda s: s.name == "presence" and "110" in status_codes(s))
+
+    await as_deferred(scenario())
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_resources_share_one_irc_presence(prosody, ngircd, tmp_path):
+    """Two resources of one user in one room: one IRC nick, both get every line."""
+    channel = unique("#pair")
+
+    async def scenario() -> None:
+        async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=irc_options(ngircd)):
+            async with raw_irc_client(ngircd, unique("dan")) as dan:
+                dan.send(f"JOIN {channel}")
+                await dan.read_until(lambda line: " 366 " in line)
+                jid, password = prosody.new_user("ircpair")
+                nick = unique("alice")
+                async with connected_client(prosody, jid, password, send_presence=True) as phone, \
+                        connected_client(prosody, jid, password, send_presence=True) as laptop:
+                    async with joined(prosody, phone, channel, nick) as on_phone, \
+                            joined(prosody, laptop, channel, nick) as on_laptop:
+                        dan.send(f"PRIVMSG {channel} :to both")
+                        for room in (on_phone, on_laptop):
+                            await room.wait(lambda s: s.name == "message" and s["body"] == "to both")
+                        dan.send(f"NAMES {channel}")
+                        names = await dan.read_until(lambda line: " 353 " in line)
+                        assert names.count(nick) == 1
+
+    await as_deferred(scenario())
