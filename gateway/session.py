@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -59,6 +60,8 @@ T = TypeVar("T")
 LOGIN_TIMEOUT = 60.0
 #: Legacy events held while a login is in progress (XEP-0100 §4.1.1 step 7, 14); bounded.
 PENDING_EVENTS_LIMIT = 500
+#: Outgoing message ids remembered for legacy-side delivery errors.
+SENDERS_LIMIT = 2000
 
 
 @dataclass(slots=True)
@@ -113,6 +116,9 @@ class Sessions:
         self.roster: RosterManager = None  # type: ignore[assignment]
         self.users: dict[str, UserState] = {}
         self.muc: Any = None
+        self.senders: OrderedDict[tuple[str, str], str] = OrderedDict()
+        """(user, stanza id) -> the full JID that sent it: errors go back to that resource,
+        because a server drops a message error addressed to a bare JID (RFC 6121 §8.5.2.1.1)."""
         self.registered: set[str] = set()
         """Bare JIDs with a registration, cached so the message path needs no database call."""
 
@@ -482,7 +488,7 @@ class Sessions:
     async def _on_message(self, message: Stanza) -> bool:
         element = message.element
         user = message.sender.userhost()
-        if user not in self.registered:
+        if user not in self.registered and not getattr(self.plugin, "allows_unregistered", False):
             self.send(error_reply(element, "registration-required"))
             return True
         body = _child_text(element, "body")
@@ -493,11 +499,32 @@ class Sessions:
         except ValueError:
             self.send(error_reply(element, "item-not-found", "not a valid legacy address"))
             return True
+        await self.send_to_contact(message, address)
+        return True
+
+    async def send_to_contact(self, message: Stanza, address: str) -> None:
+        """A chat message to a legacy contact (XEP-0100 §4.8), errors echoing the original id."""
+        element = message.element
+        user = message.sender.userhost()
+        body = _child_text(element, "body")
+        if body is None:
+            return
         state = self.users.get(user)
+        if (state is None or state.session is None) and getattr(self.plugin, "allows_unregistered", False):
+            state = self.state(user)
+            try:
+                await self.open_session(state)
+            except LoginFailed as exc:
+                self.send(error_reply(element, exc.condition, exc.text or None))
+                return
         if state is None or state.session is None:
             self.send(error_reply(element, "service-unavailable",
                                   "you are not logged in to the legacy network: go online first"))
-            return True
+            return
+        if message.id:
+            self.senders[(user, message.id)] = message.sender.full()
+            while len(self.senders) > SENDERS_LIMIT:
+                self.senders.popitem(last=False)
         outgoing = OutgoingMessage(contact=address, body=body, xmpp_id=message.id or "")
         try:
             await state.session.send_message(outgoing)
@@ -505,7 +532,6 @@ class Sessions:
             self.send(error_reply(element, exc.condition, exc.text or None))
         except NotImplementedError:
             self.send(error_reply(element, "feature-not-implemented"))
-        return True
 
     # -- legacy -> XMPP (GatewayEvents) ------------------------------------------------------
 
@@ -562,7 +588,8 @@ class Sessions:
                     lambda f: log.error("forgetting contact of %s failed: %s", user, f.getErrorMessage())
                 )
             case DeliveryFailed():
-                failed = stanza("message", sender=self.contact_jid(event.contact), recipient=user,
+                recipient = self.senders.pop((user, event.xmpp_id), user)
+                failed = stanza("message", sender=self.contact_jid(event.contact), recipient=recipient,
                                 type_="error", id_=event.xmpp_id)
                 failed.addChild(StanzaError(event.condition, text=event.text or None).getElement())
                 self.send(failed)

@@ -372,9 +372,14 @@ class MucHandler:
         room = state.rooms.get(address) if state is not None else None
         resource = message.sender.full()
         if message.recipient.resource:
-            # A private message to an occupant: the plugin maps it to a contact.
-            self.sessions.send(error_reply(element, "feature-not-implemented",
-                                           "private messages to occupants are not supported yet"))
+            # A private message to an occupant: the plugin maps it to a contact (XEP-0045 §7.5).
+            occupant_contact = getattr(self.sessions.plugin, "occupant_contact", None)
+            if occupant_contact is None or message.type == "groupchat":
+                self.sessions.send(error_reply(element, "feature-not-implemented" if occupant_contact is None
+                                               else "bad-request"))
+                return True
+            contact = occupant_contact(address, message.recipient.resource)
+            await self.sessions.send_to_contact(message, contact)
             return True
         if message.type != "groupchat":
             self.sessions.send(error_reply(element, "bad-request", "send groupchat messages to a room"))

@@ -34,9 +34,9 @@ from plugins.irc.cap import Registration
 from plugins.irc.encoding import encode_and_split, relay_overhead, split_body
 from plugins.irc.formatting import ctcp
 from plugins.irc.isupport import ISupport
-from plugins.irc.lines import IrcMessage, serialize
+from plugins.irc.lines import IrcMessage, parse, serialize
 from plugins.irc.protocol import IrcLineProtocol
-from plugins.irc.rooms import Channels
+from plugins.irc.rooms import JOIN_ERRORS, Channels
 from plugins.irc.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ class ConnectionSettings:
     throttle_burst: int = 5
     throttle_rate: float = 1.0
     charset: str = "latin-1"
+    ctcp_version: str = "xmpp-gateway"
+    raw_commands: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,10 @@ class IrcConnection:
         self.on_closed = on_closed
         self.isupport = ISupport()
         self.channels = Channels(user=user, network=network.name, addressing=addressing,
-                                 isupport=self.isupport, emit=emit, own_nick=lambda: self.nick)
+                                 isupport=self.isupport, emit=emit, own_nick=lambda: self.nick,
+                                 reply=lambda nick, text: self.send("NOTICE", nick, text),
+                                 ctcp_version=settings.ctcp_version)
+        self._motd: list[str] = []
         self.protocol: IrcLineProtocol | None = None
         self.registration: Registration | None = None
         self.closed = False
@@ -237,7 +242,34 @@ class IrcConnection:
             self.nick = message.params[0]
         if message.command == "ERROR":
             log.info("%s: %s says ERROR %s", self.user, self.network.name, message.params)
+        self._server_message(message)
         self.channels.handle(message)
+
+    def _server_message(self, message: IrcMessage) -> None:
+        """MOTD (collated), welcome lines and errors nobody else handles: to the network JID."""
+        command, params = message.command, message.params
+        if command == "375":
+            self._motd = []
+        elif command == "372" and len(params) > 1:
+            self._motd.append(params[-1])
+            del self._motd[:-500]  # bounded
+        elif command in ("376", "422"):
+            text = "\n".join(self._motd) if command == "376" else params[-1]
+            self._motd = []
+            self.channels.server_text(text)
+        elif command in ("002", "003") and len(params) > 1:
+            self.channels.server_text(params[-1])
+        elif (command.isdigit() and command[0] in "45" and command not in JOIN_ERRORS
+              and command not in ("401", "433") and len(params) > 1):
+            self.channels.server_text(": ".join(params[1:]))
+
+    def send_raw(self, line: str) -> None:
+        """A raw command from the user (chat to the network JID); one line, checked."""
+        parse(line)  # raises IrcParseError for anything that is not one IRC message
+        if self.protocol is None or self.registration is None or not self.registration.registered:
+            self._queued.append(line)
+            return
+        self.protocol.send_line(line)
 
     def _notice_rooms_later(self, address: str) -> None:
         # The notice goes out once the channel is joined again.

@@ -22,6 +22,10 @@ Options (``[gateways.NAME.options]``):
     outgoing flood control: lines sent at once, then seconds per line (default 5, 1.0).
 ``charset``
     fallback for lines that are not UTF-8 (default ``latin-1``).
+``ctcp_version``
+    the answer to CTCP VERSION (empty: no answer; default ``xmpp-gateway``).
+``raw_commands``
+    whether chat to ``network@gateway`` is sent as raw IRC commands (default true).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from gateway.plugin import (
 )
 from plugins.irc.addressing import Addressing, IrcAddress
 from plugins.irc.connection import ConnectionSettings, IrcConnection, NetworkSettings
+from plugins.irc.encoding import split_body
 from plugins.irc.policy import NetworkPolicy, NetworkRefused
 
 log = logging.getLogger(__name__)
@@ -123,9 +128,17 @@ class IrcSession:
 
     async def send_message(self, message: OutgoingMessage) -> str:
         address = self._address(message.contact)
-        if address.is_network():
-            raise LegacyError("feature-not-implemented", "raw IRC commands are not supported yet")
         connection = await self.connection(address.network)
+        if address.is_network():
+            # Raw IRC commands, one per line, as Biboumi allows (the admin may forbid it).
+            if not self.plugin.connection_settings.raw_commands:
+                raise LegacyError("not-allowed", "raw IRC commands are disabled on this gateway")
+            for line in split_body(message.body):
+                try:
+                    connection.send_raw(line)
+                except ValueError as exc:
+                    raise LegacyError("bad-request", f"not an IRC command: {exc}") from exc
+            return ""
         connection.say(address.name, message.body, xmpp_id=message.xmpp_id)
         return ""
 
@@ -168,6 +181,8 @@ class IrcPlugin:
             throttle_burst=int(options.get("throttle_burst", 5)),
             throttle_rate=float(options.get("throttle_rate", 1.0)),
             charset=str(options.get("charset", "latin-1")),
+            ctcp_version=str(options.get("ctcp_version", "xmpp-gateway")),
+            raw_commands=bool(options.get("raw_commands", True)),
         )
 
     # -- addressing ---------------------------------------------------------------------------
@@ -182,6 +197,10 @@ class IrcPlugin:
 
     def is_room(self, address: str) -> bool:
         return self.addressing.is_channel(address)
+
+    def occupant_contact(self, room: str, nick: str) -> str:
+        """The contact address of a room occupant: IRC private messages are network-wide."""
+        return self.addressing.format(self.addressing.parse(room).network, nick)
 
     def legacy_id_for(self, values: Mapping[str, str]) -> str:
         return values["username"]

@@ -31,7 +31,7 @@ from gateway.plugin import (
     SubjectChanged,
 )
 from plugins.irc.addressing import Addressing
-from plugins.irc.formatting import ctcp_split, to_xep0393
+from plugins.irc.formatting import ctcp, ctcp_split, to_xep0393
 from plugins.irc.isupport import ISupport
 from plugins.irc.lines import IrcMessage
 
@@ -81,8 +81,14 @@ Emit = Callable[[object], None]
 
 class Channels:
     def __init__(self, *, user: str, network: str, addressing: Addressing, isupport: ISupport,
-                 emit: Emit, own_nick: Callable[[], str]) -> None:
+                 emit: Emit, own_nick: Callable[[], str],
+                 reply: Callable[[str, str], None] = lambda nick, text: None,
+                 ctcp_version: str = "") -> None:
         self.user = user
+        self.reply = reply
+        """Sends a NOTICE (nick, text): CTCP answers."""
+        self.ctcp_version = ctcp_version
+        """The CTCP VERSION answer; empty: VERSION requests go unanswered."""
         self.network = network
         self.addressing = addressing
         self.isupport = isupport
@@ -307,7 +313,9 @@ class Channels:
         if ctcp is not None:
             command, args = ctcp
             if command != "ACTION":
-                return  # other CTCP requests are the connection's business
+                if not notice:
+                    self._ctcp_request(nick, command, args)
+                return
             text = f"/me {args}"
         body = to_xep0393(text)
         legacy_id = message.tags.get("msgid", "")
@@ -322,7 +330,27 @@ class Channels:
                                       body=f"[notice] {body}" if notice else body, legacy_id=legacy_id))
 
     def _notice(self, message: IrcMessage) -> None:
+        if message.nick is None:
+            # From the server itself (or before registration): to the network JID.
+            self.server_text(message.params[1])
+            return
         self._privmsg(message, notice=True)
+
+    def server_text(self, text: str) -> None:
+        """Server notices and numerics, as chat messages from the network's JID."""
+        try:
+            contact = self.addressing.format(self.network)
+        except ValueError:
+            log.info("%s: %s", self.network, text)  # fixed-network mode: no JID for the server
+            return
+        self.emit(MessageReceived(user=self.user, contact=contact, body=to_xep0393(text)))
+
+    def _ctcp_request(self, nick: str, command: str, args: str) -> None:
+        # CTCP (https://modern.ircdocs.horse/ctcp): answers go back as NOTICEs.
+        if command == "PING":
+            self.reply(nick, ctcp("PING", args))
+        elif command == "VERSION" and self.ctcp_version:
+            self.reply(nick, ctcp("VERSION", self.ctcp_version))
 
     def sent_private(self, nick: str, xmpp_id: str) -> None:
         ids = self.pending_pm.setdefault(self.fold(nick), [])

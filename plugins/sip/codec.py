@@ -645,12 +645,10 @@ def _answerable(request: SipRequest) -> SipRequest | None:
 
 
 def _check_response_fields(message: SipMessage) -> None:
-    # RFC 3261 §8.2.6.2: a response copies From, Call-ID, CSeq, Via and To, and a
-    # response travels back along the Via (§18.2.2), so these must all parse.
-    if not message.headers.get_all("Via"):
-        raise SipParseError("missing Via header")
-    for via in message.headers.get_all("Via"):
-        parse_via(via)
+    # RFC 3261 §8.2.6.2: a response copies From, Call-ID, CSeq, Via and To, and goes
+    # back to the top Via (§18.2.2), so these must parse. Lower Via hops are copied as
+    # text and never read here, so an odd one does not cost the whole message.
+    parse_via(message._required("Via"))
     parse_address(message._required("From"))
     parse_address(message._required("To"))
     if not message._required("Call-ID"):
@@ -692,8 +690,9 @@ class StreamParser:
     """Frames SIP messages on a byte stream (TCP, TLS), sans-I/O.
 
     Feed bytes with :meth:`receive_data` and call :meth:`next_event` until it returns
-    :data:`NEED_DATA`. Messages are framed by Content-Length, which "MUST be used with
-    stream oriented transports" (RFC 3261 §18.3).
+    :data:`NEED_DATA`; the size bounds are enforced there, so call it after every
+    read. Messages are framed by Content-Length, which "MUST be used with stream
+    oriented transports" (RFC 3261 §18.3).
 
     A :class:`SipParseError` with ``fatal=True`` means the framing is lost: the parser
     stays broken and the connection must be closed (after sending the error's status

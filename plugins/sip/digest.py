@@ -52,8 +52,8 @@ HASHES: Final[dict[str, Callable[[bytes], str]]] = {
     "SHA-256": _hasher("sha256"),
     "SHA-512-256": _hasher("sha512_256"),
 }
-#: Preference among supported algorithms: strongest first (RFC 7616 §3.7 security
-#: rationale; RFC 8760 §2.4 lets local policy choose among one realm's challenges).
+#: Preference among supported algorithms: strongest first. RFC 8760 §2 lets a server
+#: offer one challenge per algorithm for a realm; which one to answer is our policy.
 _STRENGTH: Final = {"MD5": 0, "SHA-256": 1, "SHA-512-256": 2}
 
 
@@ -68,8 +68,10 @@ class NoUsableChallenge(AuthenticationError):
 class CredentialsRejected(AuthenticationError):
     """We already sent credentials for this realm and were challenged again, not stale.
 
-    RFC 7616 §3.3: ``stale`` false (or absent) on a new challenge means the
-    credentials themselves were wrong, so retrying would loop. Stop and tell the user.
+    RFC 3261 §22.1: "A UAC MUST NOT re-attempt requests with the credentials that have
+    just been rejected (though the request may be retried if the nonce was stale)."
+    RFC 7616 §3.3: without ``stale=true`` the username or password is wrong. Stop and
+    tell the user.
     """
 
     def __init__(self, realm: str) -> None:
@@ -330,7 +332,7 @@ class DigestClient:
         self._cnonce_factory = cnonce_factory
         self._max_nonces = max_nonces
         self._nonce_counts: OrderedDict[str, int] = OrderedDict()
-        # RFC 3261 §22.3: the last challenge per (header kind, realm), for pre-emptive use.
+        # The last challenge per (header kind, realm), for pre-emptive use (§22.2, §22.3).
         self._cache: OrderedDict[tuple[bool, str], Challenge] = OrderedDict()
 
     def credentials_for(self, realm: str) -> Credentials | None:
@@ -370,7 +372,7 @@ class DigestClient:
     def select(self, challenges: Sequence[Challenge]) -> list[Challenge]:
         """The challenge to answer for each (header kind, realm), strongest algorithm first.
 
-        RFC 8760 §2.4 has a server send one challenge per algorithm for a realm; we
+        RFC 8760 §2 has a server send one challenge per algorithm for a realm; we
         pick the strongest supported one (SHA-512-256, then SHA-256, then MD5; on a tie
         the topmost) and skip realms we have no credentials for.
         """
@@ -443,21 +445,23 @@ class DigestClient:
         self._remember(challenge)
         return "Digest " + ", ".join(parts)
 
-    def preemptive(self, request: SipRequest) -> SipRequest:
-        """``request`` with credentials for every realm challenged before (RFC 3261 §22.3).
+    def preemptive(self, request: SipRequest, realm: str, *, proxy: bool) -> SipRequest:
+        """``request`` with credentials for a realm challenged before (RFC 3261 §22.2, §22.3).
 
-        Only challenges with qop are reused: the rising nc keeps a reused nonce from
-        being a replay (RFC 7616 §3.4). The server may still answer 401/407 with a new
-        nonce (``stale=true``), which :meth:`authorize` handles.
+        The caller names the realm: RFC 3261 §22.3 says proxy credentials "MUST NOT be
+        cached across dialogs" except for "the realm of its local outbound proxy", so
+        only that realm should be passed with ``proxy=True``. Only challenges with qop
+        are reused: the rising nc keeps a reused nonce from being a replay (RFC 7616
+        §3.4). A server that dislikes the nonce answers 401/407 with ``stale=true``,
+        which :meth:`authorize` handles. Without a usable cached challenge the request
+        is returned unchanged.
         """
-        headers = request.headers
-        for (proxy, realm), challenge in list(self._cache.items()):
-            if challenge.chosen_qop() is None:
-                continue
-            headers = _without_realm(headers, proxy, realm)
-            value = self.answer(challenge, method=request.method, uri=request.uri, body=request.body)
-            headers = headers.add(_header_name(proxy), value)
-        return SipRequest(request.method, request.uri, headers, request.body)
+        challenge = self._cache.get((proxy, realm))
+        if challenge is None or challenge.chosen_qop() is None:
+            return request
+        headers = _without_realm(request.headers, proxy, realm)
+        value = self.answer(challenge, method=request.method, uri=request.uri, body=request.body)
+        return SipRequest(request.method, request.uri, headers.add(_header_name(proxy), value), request.body)
 
     def _next_count(self, nonce: str) -> int:
         count = self._nonce_counts.pop(nonce, 0) + 1

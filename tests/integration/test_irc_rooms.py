@@ -3,6 +3,7 @@ clients on the IRC side (issue 4)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from contextlib import asynccontextmanager
@@ -218,5 +219,93 @@ async def test_two_resources_share_one_irc_presence(prosody, ngircd, tmp_path):
                         dan.send(f"NAMES {channel}")
                         names = await dan.read_until(lambda line: " 353 " in line)
                         assert names.count(nick) == 1
+
+    await as_deferred(scenario())
+
+
+@pytest_twisted.ensureDeferred
+async def test_ircd_restart_rejoins_without_exit(prosody, tmp_path):
+    """The ircd restarts: the gateway reconnects and rejoins, the room shows notices, never an exit."""
+    from tests.fixtures.ircd import start_ngircd, stop_ngircd
+
+    ircd = await as_deferred(asyncio.to_thread(start_ngircd, tmp_path / "ircd"))
+    channel = unique("#phoenix")
+
+    async def scenario() -> None:
+        nonlocal ircd
+        options = irc_options(ircd)
+        async with running_gateway(prosody, GW, tmp_path / "gw", plugin="irc", options=options):
+            jid, password = prosody.new_user("ircrestart")
+            async with connected_client(prosody, jid, password, send_presence=True) as client:
+                alice = unique("alice")
+                async with joined(prosody, client, channel, alice) as room:
+                    start = len(room.recorder.stanzas)
+                    await asyncio.to_thread(stop_ngircd, ircd)
+                    await room.wait(lambda s: s.name == "message" and "lost" in (s["body"] or ""),
+                                    start=start)
+                    ircd = await asyncio.to_thread(start_ngircd, tmp_path / "ircd", port=ircd.port)
+                    await room.wait(lambda s: s.name == "message" and "Reconnected" in (s["body"] or ""),
+                                    start=start, timeout=30)
+                    exits = [s for s in room.of_room(start) if s.name == "presence" and s["type"] == "unavailable"]
+                    assert exits == []
+                    async with raw_irc_client(ircd, unique("eve")) as eve:
+                        eve.send(f"JOIN {channel}")
+                        names = await eve.read_until(lambda line: " 353 " in line)
+                        assert alice in names
+                        eve.send(f"PRIVMSG {channel} :welcome back")
+                        await room.wait(lambda s: s.name == "message" and s["body"] == "welcome back",
+                                        start=start)
+
+    try:
+        await as_deferred(scenario())
+    finally:
+        stop_ngircd(ircd)
+
+
+@pytest_twisted.ensureDeferred
+async def test_private_messages_ctcp_raw_commands_and_motd(prosody, ngircd, tmp_path):
+    """PMs through nick%network and occupant JIDs, both ways; an absent nick bounces with the
+    original id; CTCP VERSION and PING answered; raw lines and the MOTD via the network JID."""
+    channel = unique("#pm")
+
+    async def scenario() -> None:
+        async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=irc_options(ngircd)):
+            async with raw_irc_client(ngircd, unique("fay")) as fay:
+                fay.send(f"JOIN {channel}")
+                await fay.read_until(lambda line: " 366 " in line)
+                jid, password = prosody.new_user("ircpm")
+                async with connected_client(prosody, jid, password, send_presence=True) as client:
+                    alice = unique("alice")
+                    network = Recorder(client, GW)
+                    async with joined(prosody, client, channel, alice) as room:
+                        motd = await network.wait_for(lambda s: s.name == "message" and s["from"].bare
+                                                      == f"{NETWORK}@{GW}" and "Welcome to the test" in s["body"])
+                        assert motd["type"] == "chat"
+                        client.send_message(mto=f"{room.jid}/{fay.nick}", mbody="psst", mtype="chat")
+                        await fay.read_until(lambda line: f"PRIVMSG {fay.nick} :psst" in line)
+                        client.send_message(mto=f"{fay.nick.lower()}%{NETWORK}@{GW}", mbody="direct",
+                                            mtype="chat")
+                        await fay.read_until(lambda line: f"PRIVMSG {fay.nick} :direct" in line)
+                        fay.send(f"PRIVMSG {alice} :hi alice")
+                        reply = await network.wait_for(lambda s: s.name == "message" and s["body"] == "hi alice")
+                        assert reply["from"].bare == f"{fay.nick.lower()}%{NETWORK}@{GW}"
+                        assert reply["type"] == "chat"
+
+                        fay.send(f"PRIVMSG {alice} :\x01VERSION\x01")
+                        await fay.read_until(lambda line: "NOTICE" in line and "\x01VERSION xmpp-gateway" in line)
+                        fay.send(f"PRIVMSG {alice} :\x01PING 12345\x01")
+                        await fay.read_until(lambda line: "NOTICE" in line and "\x01PING 12345\x01" in line)
+
+                        ghost = unique("ghost")
+                        message = client.make_message(mto=f"{ghost}%{NETWORK}@{GW}", mbody="anyone?", mtype="chat")
+                        message["id"] = "lost-1"
+                        message.send()
+                        bounce = await network.wait_for(lambda s: s.name == "message" and s["type"] == "error")
+                        assert bounce["id"] == "lost-1"
+                        assert bounce["error"]["condition"] == "service-unavailable"
+
+                        client.send_message(mto=f"{NETWORK}@{GW}", mbody=f"PRIVMSG {fay.nick} :raw hello",
+                                            mtype="chat")
+                        await fay.read_until(lambda line: f"PRIVMSG {fay.nick} :raw hello" in line)
 
     await as_deferred(scenario())

@@ -285,12 +285,18 @@ def test_userhash():
 
 
 def test_preemptive_credentials_reuse_the_nonce_with_next_count():
-    """After a challenge, later requests carry credentials with the next nc (RFC 3261 §22.3)."""
+    """After a 407 from the outbound proxy, later requests carry the next nc (RFC 3261 §22.3)."""
     request = message_request()
     client = _client("p", "c")
     client.authorize(request, challenge(request, 'Digest realm="r", nonce="n", qop="auth"', proxy=True))
-    later = client.preemptive(message_request(cseq=2, branch="z9hG4bKother"))
+    later = client.preemptive(message_request(cseq=2, branch="z9hG4bKother"), "r", proxy=True)
     assert _params(later.headers.get("Proxy-Authorization") or "")["nc"] == "00000002"
+
+
+def test_preemptive_without_a_cached_challenge_changes_nothing():
+    """No challenge seen for that realm: the request goes out as it was."""
+    request = message_request()
+    assert _client("p", "c").preemptive(request, "r", proxy=True) == request
 
 
 def test_challenge_parsing():
