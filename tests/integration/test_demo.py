@@ -69,8 +69,13 @@ async def test_demo_lets_a_newcomer_join_an_irc_room(tmp_path):
             assert await asyncio.wait_for(process.wait(), 20) == 0
         finally:
             if process.returncode is None:
-                process.kill()
-                await process.wait()
+                # SIGTERM lets the demo stop its Prosody and ngircd; SIGKILL would orphan them.
+                process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(process.wait(), 20)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
 
     await as_deferred(scenario())
     # Everything the demo started is gone: its Prosody and ngircd ports are closed.
