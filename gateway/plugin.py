@@ -398,14 +398,16 @@ class RoomMessage:
     user: str
     room: str
     nick: str
+    """Who said it; empty for the room itself (mode changes and other room notices)."""
     body: str
     legacy_id: str = ""
     """The legacy message id (IRCv3 msgid), used as the stanza id for every resource."""
     notice: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("user", "room", "nick"):
+        for name in ("user", "room"):
             _require_text(f"RoomMessage.{name}", getattr(self, name))
+        _require_text("RoomMessage.nick", self.nick, allow_empty=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -497,6 +499,13 @@ class LegacySession(Protocol):
 
     async def change_nick(self, room: str, nick: str) -> None:
         """Change the user's nick; it shows when :class:`OccupantRenamed` comes back."""
+
+    async def set_role(self, room: str, nick: str, role: Role, reason: str) -> None:
+        """Moderation (XEP-0045 §8): ``none`` kicks. Return once the legacy side did it;
+        raise :class:`LegacyError` (``not-allowed``, ``item-not-found``...) otherwise."""
+
+    async def set_affiliation(self, room: str, nick: str, affiliation: Affiliation, reason: str) -> None:
+        """Administration (XEP-0045 §9): ``outcast`` bans. Same contract as :meth:`set_role`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

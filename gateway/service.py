@@ -27,6 +27,7 @@ from gateway.xep.disco import DiscoHandler
 from gateway.xep.gateway_identity import GatewayIdentity
 from gateway.xep.iq_gateway import IqGatewayHandler
 from gateway.xep.muc import MucHandler
+from gateway.xep.muc_admin import MucAdminHandler
 from gateway.xep.ping import PingHandler
 from gateway.xep.register import RegisterHandler
 from gateway.xep.version import VersionHandler
@@ -107,6 +108,7 @@ class GatewayService:
             ),
             self.sessions.roster,
             self.muc,
+            MucAdminHandler(self.muc),
             self.sessions,
         ):
             self.router.add_handler(handler)

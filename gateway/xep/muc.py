@@ -345,8 +345,10 @@ class MucHandler:
         stanza_id = uuid.uuid4().hex
         body = f"[notice] {event.body}" if event.notice else event.body
 
+        sender = f"{room.jid}/{event.nick}" if event.nick else room.jid
+
         def build(resource: str) -> domish.Element:
-            element = stanza("message", sender=f"{room.jid}/{event.nick}", recipient=resource,
+            element = stanza("message", sender=sender, recipient=resource,
                              type_="groupchat", id_=message_id)
             element.addElement("body", content=xml_safe(body))
             sid = element.addElement((NS_STANZA_ID, "stanza-id"))

@@ -320,6 +320,48 @@ class IrcConnection:
             self.channels.sent_private(target, xmpp_id)
         return sent
 
+    async def moderate(self, channel: str, nick: str, *, role: str | None = None,
+                       affiliation: str | None = None, reason: str = "") -> None:
+        """XEP-0045 §8-§9 on IRC: KICK, +o/-o, +v/-v, +b; returns when the server echoed it."""
+        fold = self.channels.fold
+        if role == "none":
+            done = self.channels.wait_for(channel, lambda m: m.command == "KICK" and len(m.params) > 1
+                                          and fold(m.params[0]) == fold(channel)
+                                          and fold(m.params[1]) == fold(nick))
+            self.send("KICK", channel, nick, *([reason] if reason else []))
+            await done
+            return
+        changes = {
+            ("role", "moderator"): "+o", ("role", "participant"): "-o", ("role", "visitor"): "-ov",
+            ("affiliation", "owner"): "+o", ("affiliation", "admin"): "+o",
+            ("affiliation", "member"): "+v", ("affiliation", "none"): "-ov",
+            ("affiliation", "outcast"): "+b",
+        }
+        key = ("role", role) if role is not None else ("affiliation", affiliation)
+        modes = changes.get(key)  # type: ignore[arg-type]
+        if modes is None:
+            raise LegacyError("not-allowed", f"IRC has no equivalent of {key[0]} {key[1]}")
+        if modes.startswith("-"):
+            # Only what the occupant holds: the server echoes nothing for a no-op change.
+            channel_state = self.channels.channels.get(fold(channel))
+            member = channel_state.members.get(fold(nick)) if channel_state is not None else None
+            if member is None:
+                raise LegacyError("item-not-found", f"{nick} is not in {channel}")
+            held = "".join(mode for mode in modes[1:] if mode in member.modes)
+            if not held:
+                return
+            modes = "-" + held
+        target = f"{nick}!*@*" if modes == "+b" else nick
+        params = [target] * (len(modes) - 1)
+        done = self.channels.wait_for(channel, lambda m: m.command == "MODE" and len(m.params) > 1
+                                      and fold(m.params[0]) == fold(channel)
+                                      and any(fold(p) == fold(target) for p in m.params[2:]))
+        self.send("MODE", channel, modes, *params)
+        await done
+        if modes == "+b":
+            # §9.1: a banned occupant is also removed from the room.
+            await self.moderate(channel, nick, role="none", reason=reason)
+
     def topic(self, channel: str, text: str) -> None:
         self.send("TOPIC", channel, " ".join(split_body(text)))
 

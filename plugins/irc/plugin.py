@@ -124,6 +124,22 @@ class IrcSession:
             raise LegacyError("not-acceptable", "not connected to that network")
         connection.change_nick(nick)
 
+    async def set_role(self, room: str, nick: str, role: str, reason: str) -> None:
+        address = self._address(room)
+        connection = self._connected(address.network)
+        await connection.moderate(address.name, nick, role=role, reason=reason)
+
+    async def set_affiliation(self, room: str, nick: str, affiliation: str, reason: str) -> None:
+        address = self._address(room)
+        connection = self._connected(address.network)
+        await connection.moderate(address.name, nick, affiliation=affiliation, reason=reason)
+
+    def _connected(self, network: str) -> IrcConnection:
+        connection = self.connections.get(network)
+        if connection is None:
+            raise LegacyError("not-acceptable", "not connected to that network")
+        return connection
+
     # -- contacts -----------------------------------------------------------------------------
 
     async def send_message(self, message: OutgoingMessage) -> str:

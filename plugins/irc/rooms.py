@@ -14,9 +14,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from twisted.internet.defer import Deferred
+
 from gateway.plugin import (
     Affiliation,
     DeliveryFailed,
+    LegacyError,
     MessageReceived,
     Occupant,
     OccupantChanged,
@@ -58,6 +61,26 @@ MODE_ROLES: dict[str, tuple[Role, Affiliation]] = {
 }
 
 
+#: Numerics that refuse a moderation command, and the stanza error they become.
+MODERATION_ERRORS: dict[str, str] = {
+    "482": "not-allowed",      # ERR_CHANOPRIVSNEEDED
+    "401": "item-not-found",   # ERR_NOSUCHNICK
+    "441": "item-not-found",   # ERR_USERNOTINCHANNEL
+    "472": "not-allowed",      # ERR_UNKNOWNMODE
+    "478": "not-allowed",      # ERR_BANLISTFULL
+}
+
+
+@dataclass(slots=True)
+class Waiter:
+    """A moderation command waiting for its echo (or a refusal) from the server."""
+
+    channel: str
+    """Folded channel name."""
+    done: Callable[[IrcMessage], bool]
+    deferred: Deferred[None]
+
+
 @dataclass(slots=True)
 class Member:
     nick: str
@@ -95,6 +118,7 @@ class Channels:
         self.emit = emit
         self.own_nick = own_nick
         self.channels: dict[str, Channel] = {}
+        self.waiters: list[Waiter] = []
         self.on_joined: dict[str, Callable[[], None]] = {}
         """Room address -> called once when that channel's join completes."""
         self.pending_pm: dict[str, list[str]] = {}
@@ -146,17 +170,42 @@ class Channels:
 
     def handle(self, message: IrcMessage) -> None:
         entry = self._handlers.get(message.command)
-        if entry is None:
-            return
-        minimum, handler = entry
-        if len(message.params) < minimum:
-            log.info("%s: ignoring %s with %d params", self.network, message.command, len(message.params))
-            return
-        try:
-            handler(message)
-        except Exception:
-            # An exception barrier per line (G9): log and carry on with the next one.
-            log.exception("%s: failed to handle %s", self.network, message.command)
+        if entry is not None:
+            minimum, handler = entry
+            if len(message.params) < minimum:
+                log.info("%s: ignoring %s with %d params", self.network, message.command,
+                         len(message.params))
+                return
+            try:
+                handler(message)
+            except Exception:
+                # An exception barrier per line (G9): log and carry on with the next one.
+                log.exception("%s: failed to handle %s", self.network, message.command)
+        if self.waiters:
+            self._settle_waiters(message)
+
+    def wait_for(self, channel: str, done: Callable[[IrcMessage], bool]) -> Deferred[None]:
+        """A Deferred that fires when ``done(message)`` holds, or fails on a refusal numeric."""
+        waiter = Waiter(self.fold(channel), done, Deferred())
+        self.waiters.append(waiter)
+        waiter.deferred.addBoth(lambda outcome: (self.waiters.remove(waiter)
+                                                 if waiter in self.waiters else None, outcome)[1])
+        return waiter.deferred
+
+    def _settle_waiters(self, message: IrcMessage) -> None:
+        for waiter in list(self.waiters):
+            if waiter.deferred.called:
+                continue
+            if message.command in MODERATION_ERRORS:
+                # The refusal names the channel (482, 441) or the nick (401): match the channel
+                # when it is there, otherwise the oldest waiter takes it.
+                names = {self.fold(p) for p in message.params[1:-1]}
+                if waiter.channel in names or message.command == "401":
+                    waiter.deferred.errback(LegacyError(MODERATION_ERRORS[message.command],  # type: ignore[arg-type]
+                                                        message.params[-1]))
+                    return
+            elif waiter.done(message):
+                waiter.deferred.callback(None)
 
     # -- membership ------------------------------------------------------------------------
 
@@ -266,6 +315,10 @@ class Channels:
         channel = self.channels.get(self.fold(message.params[0]))
         if channel is None or not channel.joined:
             return
+        # Shown in the room as Biboumi does: "Mode #chan [+o nick] by op", from the room itself.
+        setter = message.nick or message.source or self.network
+        self.emit(RoomMessage(user=self.user, room=channel.address, nick="",
+                              body=f"Mode {channel.name} [{' '.join(message.params[1:])}] by {setter}"))
         changed: dict[str, Member] = {}
         for change in self.isupport.parse_mode_change(message.params[1], message.params[2:]):
             adding, mode, param = change
@@ -360,7 +413,7 @@ class Channels:
     def _no_such_nick(self, message: IrcMessage) -> None:
         nick = message.params[1]
         ids = self.pending_pm.get(self.fold(nick))
-        if not ids:
+        if not ids or any(not w.deferred.called for w in self.waiters):
             return
         xmpp_id = ids.pop(0)
         # XEP-0100 §4.8.2: the contact is not on IRC: service-unavailable, with the original id.

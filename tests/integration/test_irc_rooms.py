@@ -309,3 +309,69 @@ async def test_private_messages_ctcp_raw_commands_and_motd(prosody, ngircd, tmp_
                         await fay.read_until(lambda line: f"PRIVMSG {fay.nick} :raw hello" in line)
 
     await as_deferred(scenario())
+
+
+async def admin(client: ClientXMPP, room: str, **attributes: str):
+    iq = client.make_iq_set(ito=room)
+    query = iq.xml.makeelement("{http://jabber.org/protocol/muc#admin}query", {})
+    item = query.makeelement("{http://jabber.org/protocol/muc#admin}item", {})
+    reason = attributes.pop("reason", "")
+    for name, value in attributes.items():
+        item.set(name, value)
+    if reason:
+        child = item.makeelement("{http://jabber.org/protocol/muc#admin}reason", {})
+        child.text = reason
+        item.append(child)
+    query.append(item)
+    iq.xml.append(query)
+    return await iq.send(timeout=30)
+
+
+@pytest_twisted.ensureDeferred
+async def test_moderation_through_muc_admin(prosody, ngircd, tmp_path):
+    """muc#admin: moderator -> +o, kick -> KICK (307 shown), outcast -> +b and KICK; refusals
+    from a non-operator come back as errors, never unanswered."""
+    from slixmpp.exceptions import IqError
+
+    channel = unique("#mod")
+
+    async def scenario() -> None:
+        async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=irc_options(ngircd)):
+            jid, password = prosody.new_user("ircmod")
+            async with connected_client(prosody, jid, password, send_presence=True) as client:
+                alice = unique("alice")
+                async with joined(prosody, client, channel, alice) as room:  # first in: operator
+                    async with raw_irc_client(ngircd, unique("gus")) as gus, \
+                            raw_irc_client(ngircd, unique("hal")) as hal:
+                        for irc in (gus, hal):
+                            irc.send(f"JOIN {channel}")
+                            await irc.read_until(lambda line: " 366 " in line)
+                            await room.wait(lambda s, n=irc.nick: s.name == "presence" and s["from"].resource == n)
+                        await admin(client, room.jid, nick=gus.nick, role="moderator")
+                        await gus.read_until(lambda line: f"MODE {channel} +o {gus.nick}" in line)
+                        shown = await room.wait(lambda s: s.name == "message" and "Mode" in (s["body"] or ""))
+                        assert shown["from"].full == room.jid  # from the room itself
+                        assert f"[+o {gus.nick}] by {alice}" in shown["body"]
+                        promoted = await room.wait(lambda s: s.name == "presence" and s["from"].resource == gus.nick
+                                                   and 'role="moderator"' in str(s))
+                        assert promoted is not None
+
+                        with pytest.raises(IqError) as refused:  # hal is no operator
+                            async with connected_client(prosody, *prosody.new_user("ircmod2"),
+                                                        send_presence=True) as other:
+                                async with joined(prosody, other, channel, unique("ivy")):
+                                    await admin(other, room.jid, nick=hal.nick, role="none")
+                        assert refused.value.iq["error"]["condition"] == "not-allowed"
+
+                        start = len(room.recorder.stanzas)
+                        await admin(client, room.jid, nick=hal.nick, role="none", reason="out")
+                        await hal.read_until(lambda line: f"KICK {channel} {hal.nick}" in line)
+                        kicked = await room.wait(lambda s: s.name == "presence" and s["type"] == "unavailable"
+                                                 and s["from"].resource == hal.nick, start=start)
+                        assert "307" in status_codes(kicked)
+
+                        await admin(client, room.jid, nick=gus.nick, affiliation="outcast", reason="bye")
+                        await gus.read_until(lambda line: f"MODE {channel} +b {gus.nick}!*@*" in line)
+                        await gus.read_until(lambda line: f"KICK {channel} {gus.nick}" in line)
+
+    await as_deferred(scenario())
