@@ -27,6 +27,7 @@ SHOW_VALUES: frozenset[str] = frozenset({"away", "chat", "dnd", "xa"})
 #: Stanza error conditions a plugin may report (RFC 6120 §8.3.3; XEP-0100 §4.4.2, §4.8.2).
 ErrorCondition = Literal[
     "bad-request",
+    "conflict",
     "feature-not-implemented",
     "forbidden",
     "internal-server-error",
@@ -411,6 +412,17 @@ class RoomMessage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RoomInvitation:
+    """Someone on the legacy side invites the user to a room (sent as XEP-0045 §7.8.2)."""
+
+    user: str
+    room: str
+    inviter: str
+    """The inviter's legacy (contact) address."""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SubjectChanged:
     user: str
     room: str
@@ -427,6 +439,7 @@ RoomEvent = (
     | OccupantLeft
     | OccupantRenamed
     | RoomMessage
+    | RoomInvitation
     | SubjectChanged
 )
 
@@ -499,6 +512,9 @@ class LegacySession(Protocol):
 
     async def change_nick(self, room: str, nick: str) -> None:
         """Change the user's nick; it shows when :class:`OccupantRenamed` comes back."""
+
+    async def invite(self, room: str, contact: str, reason: str) -> None:
+        """Invite a legacy contact (an address) to ``room``."""
 
     async def set_role(self, room: str, nick: str, role: Role, reason: str) -> None:
         """Moderation (XEP-0045 §8): ``none`` kicks. Return once the legacy side did it;
@@ -587,6 +603,7 @@ __all__ = [
     "Registration",
     "Role",
     "RoomEvent",
+    "RoomInvitation",
     "RoomJoinFailed",
     "RoomJoined",
     "RoomLeft",

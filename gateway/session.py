@@ -20,7 +20,7 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.words.protocols.jabber.error import StanzaError
-from twisted.words.protocols.jabber.jid import JID
+from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 from twisted.words.xish import domish
 
 from gateway.access import UserPolicy
@@ -62,6 +62,7 @@ LOGIN_TIMEOUT = 60.0
 PENDING_EVENTS_LIMIT = 500
 #: Outgoing message ids remembered for legacy-side delivery errors.
 SENDERS_LIMIT = 2000
+NS_CONFERENCE = "jabber:x:conference"
 
 
 @dataclass(slots=True)
@@ -490,6 +491,19 @@ class Sessions:
         user = message.sender.userhost()
         if user not in self.registered and not getattr(self.plugin, "allows_unregistered", False):
             self.send(error_reply(element, "registration-required"))
+            return True
+        direct = next(element.elements(NS_CONFERENCE, "x"), None)
+        if direct is not None and self.muc is not None:
+            # XEP-0249 direct invitation to a legacy contact.
+            try:
+                room_address = self.muc.room_address(parse_jid(direct.getAttribute("jid", "")))
+            except InvalidFormat:
+                room_address = None
+            if room_address is None:
+                self.send(error_reply(element, "bad-request", "invitations only to rooms of this gateway"))
+                return True
+            await self.muc.invite(message, room_address, self.users.get(user), message.recipient.userhost(),
+                                  direct.getAttribute("reason", ""))
             return True
         body = _child_text(element, "body")
         if body is None:

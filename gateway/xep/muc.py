@@ -37,6 +37,7 @@ from gateway.plugin import (
     OccupantLeft,
     OccupantRenamed,
     RoomEvent,
+    RoomInvitation,
     RoomJoined,
     RoomJoinFailed,
     RoomLeft,
@@ -271,6 +272,9 @@ class MucHandler:
     # -- legacy events -----------------------------------------------------------------
 
     def deliver(self, state: UserState, event: RoomEvent) -> None:
+        if isinstance(event, RoomInvitation):
+            self._invited(state, event)
+            return
         room = state.rooms.get(event.room)
         if room is None:
             log.debug("%s for %s in %s: not in that room", type(event).__name__, state.user, event.room)
@@ -306,6 +310,8 @@ class MucHandler:
                     reason=event.reason))
             case OccupantRenamed():
                 self._renamed(room, event)
+            case RoomInvitation():
+                pass  # handled before the room lookup: the user is not in that room
             case RoomMessage():
                 self._room_message(room, event)
             case SubjectChanged():
@@ -357,6 +363,53 @@ class MucHandler:
 
         self._to_all(room, build)
 
+    # -- invitations (§7.8) -----------------------------------------------------------------
+
+    def _invited(self, state: UserState, event: RoomInvitation) -> None:
+        """A legacy invitation: a mediated invitation from the room (§7.8.2) to the user."""
+        message = stanza("message", sender=self.room_jid(event.room), recipient=state.user,
+                         id_=uuid.uuid4().hex)
+        invite = message.addElement((NS_MUC_USER, "x")).addElement("invite")
+        invite["from"] = self.sessions.contact_jid(event.inviter)
+        if event.reason:
+            invite.addElement("reason", content=xml_safe(event.reason))
+        self.sessions.send(message)
+
+    async def _invite(self, message: Stanza, address: str, state: UserState | None) -> None:
+        """A user's invitation, mediated (§7.8.2) or direct (XEP-0249): legacy contacts get a
+        legacy invitation; other JIDs get a mediated invitation from the room."""
+        for x in message.element.elements(NS_MUC_USER, "x"):
+            for invite in x.elements(NS_MUC_USER, "invite"):
+                reason = _child_text(invite, "reason") or ""
+                await self.invite(message, address, state, invite.getAttribute("to", ""), reason)
+
+    async def invite(self, message: Stanza, address: str, state: UserState | None, target: str,
+                     reason: str) -> None:
+        try:
+            invitee = parse_jid(target)
+        except Exception:
+            self.sessions.send(error_reply(message.element, "jid-malformed", "not a JID to invite"))
+            return
+        if state is None or state.session is None or address not in state.rooms:
+            self.sessions.send(error_reply(message.element, "not-acceptable", "you are not in this room"))
+            return
+        if invitee.host == self.gateway_jid and invitee.user:
+            try:
+                contact = self.sessions.legacy_address(invitee)
+                await state.session.invite(address, contact, reason)
+            except LegacyError as exc:
+                self.sessions.send(error_reply(message.element, exc.condition, exc.text or None))
+            except (ValueError, NotImplementedError):
+                self.sessions.send(error_reply(message.element, "feature-not-implemented"))
+            return
+        forwarded = stanza("message", sender=self.room_jid(address), recipient=invitee.full(),
+                           id_=message.id or uuid.uuid4().hex)
+        invite = forwarded.addElement((NS_MUC_USER, "x")).addElement("invite")
+        invite["from"] = message.sender.userhost()
+        if reason:
+            invite.addElement("reason", content=xml_safe(reason))
+        self.sessions.send(forwarded)
+
     # -- groupchat from the user (§7.4) --------------------------------------------------
 
     def on_message(self, message: Stanza) -> bool | object:
@@ -382,6 +435,9 @@ class MucHandler:
                 return True
             contact = occupant_contact(address, message.recipient.resource)
             await self.sessions.send_to_contact(message, contact)
+            return True
+        if any(True for x in element.elements(NS_MUC_USER, "x") for _ in x.elements(NS_MUC_USER, "invite")):
+            await self._invite(message, address, state)
             return True
         if message.type != "groupchat":
             self.sessions.send(error_reply(element, "bad-request", "send groupchat messages to a room"))

@@ -119,10 +119,13 @@ class IrcSession:
 
     async def change_nick(self, room: str, nick: str) -> None:
         address = self._address(room)
-        connection = self.connections.get(address.network)
-        if connection is None:
-            raise LegacyError("not-acceptable", "not connected to that network")
-        connection.change_nick(nick)
+        await self._connected(address.network).change_nick(nick)
+
+    async def invite(self, room: str, contact: str, reason: str) -> None:
+        address, invitee = self._address(room), self._address(contact)
+        if invitee.network != address.network or invitee.is_network():
+            raise LegacyError("not-acceptable", "invite someone from the room's network")
+        self._connected(address.network).send("INVITE", invitee.name, address.name)
 
     async def set_role(self, room: str, nick: str, role: str, reason: str) -> None:
         address = self._address(room)

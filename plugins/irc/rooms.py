@@ -27,6 +27,7 @@ from gateway.plugin import (
     OccupantLeft,
     OccupantRenamed,
     Role,
+    RoomInvitation,
     RoomJoined,
     RoomJoinFailed,
     RoomLeft,
@@ -79,6 +80,8 @@ class Waiter:
     """Folded channel name."""
     done: Callable[[IrcMessage], bool]
     deferred: Deferred[None]
+    refused: Callable[[IrcMessage], str | None] | None = None
+    """Maps a refusal to a stanza error condition; by default the moderation numerics."""
 
 
 @dataclass(slots=True)
@@ -128,7 +131,7 @@ class Channels:
             "QUIT": (0, self._quit), "NICK": (1, self._nick), "MODE": (2, self._mode),
             "TOPIC": (2, self._topic), "PRIVMSG": (2, self._privmsg), "NOTICE": (2, self._notice),
             "332": (3, self._rpl_topic), "333": (3, self._rpl_topic_who), "353": (4, self._names),
-            "366": (2, self._end_of_names), "401": (2, self._no_such_nick),
+            "366": (2, self._end_of_names), "401": (2, self._no_such_nick), "INVITE": (2, self._invite),
             **{code: (2, self._join_error) for code in JOIN_ERRORS},
         }
 
@@ -184,9 +187,10 @@ class Channels:
         if self.waiters:
             self._settle_waiters(message)
 
-    def wait_for(self, channel: str, done: Callable[[IrcMessage], bool]) -> Deferred[None]:
+    def wait_for(self, channel: str, done: Callable[[IrcMessage], bool],
+                 refused: Callable[[IrcMessage], str | None] | None = None) -> Deferred[None]:
         """A Deferred that fires when ``done(message)`` holds, or fails on a refusal numeric."""
-        waiter = Waiter(self.fold(channel), done, Deferred())
+        waiter = Waiter(self.fold(channel), done, Deferred(), refused)
         self.waiters.append(waiter)
         waiter.deferred.addBoth(lambda outcome: (self.waiters.remove(waiter)
                                                  if waiter in self.waiters else None, outcome)[1])
@@ -195,6 +199,14 @@ class Channels:
     def _settle_waiters(self, message: IrcMessage) -> None:
         for waiter in list(self.waiters):
             if waiter.deferred.called:
+                continue
+            if waiter.refused is not None:
+                condition = waiter.refused(message)
+                if condition is not None:
+                    waiter.deferred.errback(LegacyError(condition, message.params[-1]))  # type: ignore[arg-type]
+                    return
+                if waiter.done(message):
+                    waiter.deferred.callback(None)
                 continue
             if message.command in MODERATION_ERRORS:
                 # The refusal names the channel (482, 441) or the nick (401): match the channel
@@ -404,6 +416,13 @@ class Channels:
             self.reply(nick, ctcp("PING", args))
         elif command == "VERSION" and self.ctcp_version:
             self.reply(nick, ctcp("VERSION", self.ctcp_version))
+
+    def _invite(self, message: IrcMessage) -> None:
+        target, name = message.params[0], message.params[1]
+        if message.nick is None or not self.is_me(target):
+            return
+        self.emit(RoomInvitation(user=self.user, room=self.address_for(name),
+                                 inviter=self.addressing.format(self.network, message.nick)))
 
     def sent_private(self, nick: str, xmpp_id: str) -> None:
         ids = self.pending_pm.setdefault(self.fold(nick), [])

@@ -375,3 +375,77 @@ async def test_moderation_through_muc_admin(prosody, ngircd, tmp_path):
                         await gus.read_until(lambda line: f"KICK {channel} {gus.nick}" in line)
 
     await as_deferred(scenario())
+
+
+@pytest_twisted.ensureDeferred
+async def test_nick_changes_and_conflicts(prosody, ngircd, tmp_path):
+    """A taken nick at join gets 210 with the nick the network gave; a nick change shows 303;
+    a change to a taken nick is a conflict presence error."""
+    channel = unique("#nicks")
+
+    async def scenario() -> None:
+        async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=irc_options(ngircd)):
+            async with raw_irc_client(ngircd, unique("taken")) as holder:
+                jid, password = prosody.new_user("ircnick")
+                async with connected_client(prosody, jid, password, send_presence=True) as client:
+                    room = Room(client, room_jid(channel))
+                    join_presence(client, room.jid, holder.nick)
+                    me = await room.wait(lambda s: s.name == "presence" and "110" in status_codes(s))
+                    assert "210" in status_codes(me)
+                    assert me["from"].resource == holder.nick + "_"
+
+                    new = unique("renamed")
+                    client.send_presence(pto=f"{room.jid}/{new}")
+                    changed = await room.wait(lambda s: s.name == "presence" and "303" in status_codes(s))
+                    assert changed["type"] == "unavailable"
+                    await room.wait(lambda s: s.name == "presence" and s["from"].resource == new
+                                    and s["type"] == "available")
+
+                    start = len(room.recorder.stanzas)
+                    client.send_presence(pto=f"{room.jid}/{holder.nick}")
+                    error = await room.wait(lambda s: s.name == "presence" and s["type"] == "error", start=start)
+                    assert error["error"]["condition"] == "conflict"
+
+    await as_deferred(scenario())
+
+
+@pytest_twisted.ensureDeferred
+async def test_invitations_both_ways(prosody, ngircd, tmp_path):
+    """A mediated invitation and a XEP-0249 one become IRC INVITEs; an IRC INVITE arrives as a
+    mediated invitation from the room."""
+    channel, other = unique("#inv"), unique("#invited")
+
+    async def scenario() -> None:
+        async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=irc_options(ngircd)):
+            async with raw_irc_client(ngircd, unique("jo")) as jo:
+                jid, password = prosody.new_user("ircinv")
+                async with connected_client(prosody, jid, password, send_presence=True) as client:
+                    alice = unique("alice")
+                    async with joined(prosody, client, channel, alice) as room:
+                        contact = f"{jo.nick.lower()}%{NETWORK}@{GW}"
+                        message = client.make_message(mto=room.jid)
+                        x = message.xml.makeelement("{http://jabber.org/protocol/muc#user}x", {})
+                        x.append(x.makeelement("{http://jabber.org/protocol/muc#user}invite", {"to": contact}))
+                        message.xml.append(x)
+                        message.send()
+                        await jo.read_until(lambda line: f"INVITE {jo.nick} {channel}" in line
+                                            or f"INVITE {jo.nick} :{channel}" in line)
+                        direct = client.make_message(mto=contact)
+                        direct.xml.append(direct.xml.makeelement("{jabber:x:conference}x", {"jid": room.jid}))
+                        direct.send()
+                        await jo.read_until(lambda line: "INVITE" in line and channel in line)
+
+                        jo.send(f"JOIN {other}")
+                        await jo.read_until(lambda line: " 366 " in line and other in line)
+                        invitations = Recorder(client, GW)
+                        jo.send(f"INVITE {alice} {other}")
+                        invitation = await invitations.wait_for(
+                            lambda s: s.name == "message" and s.xml.find(
+                                "{http://jabber.org/protocol/muc#user}x/{http://jabber.org/protocol/muc#user}invite")
+                            is not None)
+                        assert invitation["from"].bare == room_jid(other)
+                        invite = invitation.xml.find("{http://jabber.org/protocol/muc#user}x/"
+                                                     "{http://jabber.org/protocol/muc#user}invite")
+                        assert invite.get("from") == contact
+
+    await as_deferred(scenario())
