@@ -74,8 +74,12 @@ def build_services(config: Config, database: Database, reactor: object) -> list[
     services = []
     for gateway in config.gateways:
         factory = load_plugin_factory(gateway.plugin)
-        service = GatewayService(config, gateway, factory, database=database, cipher=cipher,
-                                 reactor=reactor)  # type: ignore[arg-type]
+        try:
+            service = GatewayService(config, gateway, factory, database=database, cipher=cipher,
+                                     reactor=reactor)  # type: ignore[arg-type]
+        except (ValueError, TypeError) as exc:
+            # Plugins validate their own options table; name it in the error.
+            raise StartupError(f"{config.source}: gateways.{gateway.name}.options: {exc}") from exc
         if cipher is None and any(f.secret for f in service.plugin.registration_fields):
             raise StartupError(
                 f"{config.source}: security.credentials_key: required, because the "

@@ -37,6 +37,7 @@ ErrorCondition = Literal[
     "not-allowed",
     "not-authorized",
     "recipient-unavailable",
+    "registration-required",
     "remote-server-not-found",
     "remote-server-timeout",
     "resource-constraint",
@@ -412,6 +413,16 @@ class RoomMessage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RoomListing:
+    """One entry of a legacy room list (an IRC LIST line)."""
+
+    address: str
+    name: str
+    topic: str = ""
+    occupants: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoomInvitation:
     """Someone on the legacy side invites the user to a room (sent as XEP-0045 §7.8.2)."""
 
@@ -513,6 +524,9 @@ class LegacySession(Protocol):
     async def change_nick(self, room: str, nick: str) -> None:
         """Change the user's nick; it shows when :class:`OccupantRenamed` comes back."""
 
+    async def list_rooms(self, service: str) -> list[RoomListing]:
+        """The rooms of a legacy service (``is_service`` address), for disco#items."""
+
     async def invite(self, room: str, contact: str, reason: str) -> None:
         """Invite a legacy contact (an address) to ``room``."""
 
@@ -570,6 +584,10 @@ class Plugin(Protocol):
     def is_room(self, address: str) -> bool:
         """Whether a legacy address names a room (XEP-0045) rather than a contact."""
 
+    def is_service(self, address: str) -> bool:
+        """Whether a legacy address names a room service (an IRC network): it is browsed
+        like a MUC service, its rooms listed by :meth:`LegacySession.list_rooms`."""
+
 
 PluginFactory = Callable[[PluginContext], Plugin]
 
@@ -607,6 +625,7 @@ __all__ = [
     "RoomJoinFailed",
     "RoomJoined",
     "RoomLeft",
+    "RoomListing",
     "RoomMessage",
     "SentLine",
     "SessionLost",

@@ -408,6 +408,8 @@ class Sessions:
     async def _logout(self, state: UserState, *, notify: bool = True) -> None:
         session, state.session = state.session, None
         state.resources.clear()
+        if state.rooms and self.muc is not None:
+            self.muc.goodbye(state)  # the legacy side is gone: so are its rooms (status 332)
         if notify:
             for contact in sorted(state.online_contacts):
                 self._presence(state.user, sender=contact, type_="unavailable")

@@ -9,7 +9,7 @@ which no handler declares an identity does not exist: ``item-not-found``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from twisted.words.protocols.jabber.error import StanzaError
@@ -17,6 +17,7 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
 from gateway.router import IqRequest, IqRoute
+from gateway.xep.rsm import paginate
 
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
@@ -90,13 +91,26 @@ class DiscoHandler:
             query.addElement("feature")["var"] = feature
         return query
 
-    def items(self, request: IqRequest) -> domish.Element:
+    async def items(self, request: IqRequest) -> domish.Element:
+        """Items may come from a legacy network (an IRC channel list), so providers may be
+        asynchronous; the list is paged with XEP-0059 when the request asks for it."""
         node = request.payload.getAttribute("node", "")
         if not self._collect("disco_identities", request, node):
             raise StanzaError("item-not-found")
+        items: list[DiscoItem] = []
+        for handler in self._handlers():
+            provider = getattr(handler, "disco_items", None)
+            if provider is not None:
+                found = provider(request.sender, request.recipient, node)
+                if isinstance(found, Awaitable):
+                    found = await found
+                items.extend(found)
         query = domish.Element((NS_DISCO_ITEMS, "query"))
         if node:
             query["node"] = node
-        for item in self._collect("disco_items", request, node):
+        page, result_set = paginate(items, request.payload, key=lambda item: item.jid + "/" + item.node)
+        for item in page:
             query.addChild(item.to_element())
+        if result_set is not None:
+            query.addChild(result_set)
         return query

@@ -47,7 +47,7 @@ from gateway.plugin import (
 from gateway.router import IqRequest, Stanza
 from gateway.session import Sessions, UserState, _child_text
 from gateway.stanzas import error_reply, stanza, xml_safe
-from gateway.xep.disco import Identity
+from gateway.xep.disco import DiscoItem, Identity
 from gateway.xep.escaping import escape_localpart, unescape_localpart
 
 log = logging.getLogger(__name__)
@@ -451,6 +451,8 @@ class MucHandler:
                 await state.session.set_subject(address, subject)
             except LegacyError as exc:
                 self.sessions.send(error_reply(element, exc.condition, exc.text or None))
+            except NotImplementedError:
+                self.sessions.send(error_reply(element, "feature-not-implemented"))
             return True
         body = _child_text(element, "body")
         if not body:
@@ -459,6 +461,9 @@ class MucHandler:
             lines = await state.session.send_room_message(address, body)
         except LegacyError as exc:
             self.sessions.send(error_reply(element, exc.condition, exc.text or None))
+            return True
+        except NotImplementedError:
+            self.sessions.send(error_reply(element, "feature-not-implemented"))
             return True
         origin_id = next((c.getAttribute("id") for c in element.elements(NS_STANZA_ID, "origin-id")), None)
         for index, line in enumerate(lines):
@@ -482,19 +487,61 @@ class MucHandler:
 
     # -- disco and self-ping ---------------------------------------------------------------
 
+    def service_address(self, jid: JID) -> str | None:
+        """The legacy room service (IRC network) a JID names, or None."""
+        is_service = getattr(self.sessions.plugin, "is_service", None)
+        if is_service is None or jid.host != self.gateway_jid or not jid.user or jid.resource:
+            return None
+        try:
+            address = self.sessions.plugin.localpart_to_legacy(unescape_localpart(jid.user))
+        except ValueError:
+            return None
+        return address if is_service(address) else None
+
     def disco_identities(self, requestor: JID, target: JID, node: str) -> Iterable[Identity]:
-        if node or self.room_address(target) is None or target.resource:
+        if node or target.resource:
             return ()
-        return (Identity(category="conference", type=self.identity_type, name=target.user or ""),)
+        if self.room_address(target) is not None:
+            return (Identity(category="conference", type=self.identity_type, name=target.user or ""),)
+        service = self.service_address(target)
+        if service is not None:
+            # Browsable like a MUC service, as Biboumi's server JIDs are (DESIGN.md §4).
+            return (Identity(category="conference", type=self.identity_type, name=service),
+                    Identity(category="gateway", type=self.identity_type, name=service))
+        return ()
 
     def disco_features(self, requestor: JID, target: JID, node: str) -> Iterable[str]:
         if node:
             return ()
-        if target.full() == self.gateway_jid:
+        if target.full() == self.gateway_jid or self.service_address(target) is not None:
             return (NS_MUC,)
         if self.room_address(target) is not None and not target.resource:
             return (NS_MUC, NS_SELF_PING, NS_STABLE_ID, "muc_nonanonymous", NS_STANZA_ID)
         return ()
+
+    async def disco_items(self, requestor: JID, target: JID, node: str) -> list[DiscoItem]:
+        """The channel list of a network (IRC LIST), names with occupants and topics."""
+        service = self.service_address(target)
+        if service is None or node:
+            return []
+        state = self.sessions.state(requestor.userhost())
+        try:
+            session = await self.sessions.open_session(state)
+            listing = await session.list_rooms(service)
+        except (LoginFailed, LegacyError) as exc:
+            raise StanzaError(exc.condition, text=exc.text or None) from exc
+        except NotImplementedError as exc:
+            raise StanzaError("feature-not-implemented") from exc
+        finally:
+            # Browsing alone does not keep a legacy session (and its connections) open.
+            self.sessions.session_maybe_done(state)
+        items = []
+        for room in sorted(listing, key=lambda r: r.address):
+            name = f"{room.name} ({room.occupants})"
+            if room.topic:
+                name += f": {room.topic}"
+            items.append(DiscoItem(jid=self.room_jid(room.address), name=xml_safe(name)))
+        return items
 
     def check_ping(self, request: IqRequest) -> None:
         """XEP-0410 §3.2: a ping to an occupant JID succeeds only for a joined resource."""

@@ -21,29 +21,40 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IReactorCore, IReactorTime
-from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust, trustRootFromCertificates
 from twisted.python.failure import Failure
 
-from gateway.plugin import LegacyError, RoomMessage, SentLine
+from gateway.plugin import LegacyError, RoomLeft, RoomMessage, SentLine
 from plugins.irc.addressing import Addressing
 from plugins.irc.cap import Registration
 from plugins.irc.encoding import encode_and_split, relay_overhead, split_body
-from plugins.irc.formatting import ctcp
+from plugins.irc.formatting import ctcp, to_plain
 from plugins.irc.isupport import ISupport
 from plugins.irc.lines import IrcMessage, parse, serialize
 from plugins.irc.protocol import IrcLineProtocol
 from plugins.irc.rooms import JOIN_ERRORS, Channels
-from plugins.irc.throttle import Throttle
+from plugins.irc.throttle import QueueFull, Throttle
+
+if TYPE_CHECKING:
+    from twisted.internet._sslverify import IOpenSSLTrustRoot  # not re-exported by twisted.internet.ssl
 
 log = logging.getLogger(__name__)
 
 RECONNECT_INITIAL = 2.0
 RECONNECT_CAP = 120.0
 REGISTRATION_TIMEOUT = 30.0
+LIST_CACHE_SECONDS = 60.0
+#: Lines held until registration completes.
+QUEUE_LIMIT = 200
+#: Channels kept from one LIST: big networks have tens of thousands.
+LIST_LIMIT = 10000
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +76,26 @@ class NetworkSettings:
     charset: str = "latin-1"
     address: str = ""
     """The resolved IP address, checked by the network policy."""
+    ca_file: str = ""
+    """A PEM bundle of CA certificates to trust instead of the system's (private networks, tests)."""
+
+    def trust_root(self) -> IOpenSSLTrustRoot:
+        """What verifies the server's certificate: the CAs of ``ca_file``, else the platform's.
+
+        Raises a LegacyError if ``ca_file`` cannot be read or holds no certificate: a TLS
+        network is never reached without verification, nor in plain text."""
+        if not self.ca_file:
+            return platformTrust()
+        try:
+            with open(self.ca_file, "rb") as file:
+                pem = file.read()
+            certificates = x509.load_pem_x509_certificates(pem)
+        except (OSError, ValueError) as exc:
+            log.error("%s: cannot load ca_file %s: %s", self.name, self.ca_file, exc)
+            raise LegacyError("internal-server-error",
+                              f"the gateway cannot verify {self.name} (bad ca_file)") from exc
+        return trustRootFromCertificates(
+            [Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in certificates])
 
     async def resolve(self, clock: IReactorTime) -> str:
         try:
@@ -99,6 +130,7 @@ class IrcConnection:
                                  reply=lambda nick, text: self.send("NOTICE", nick, text),
                                  ctcp_version=settings.ctcp_version)
         self._motd: list[str] = []
+        self._channel_list: tuple[float, list[tuple[str, int, str]]] | None = None
         self.protocol: IrcLineProtocol | None = None
         self.registration: Registration | None = None
         self.closed = False
@@ -114,7 +146,8 @@ class IrcConnection:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def connect(self) -> None:
-        self.registration = Registration(nick=self.nick, user=_username(self.nick), realname=self.user,
+        # The real name is the nick: a bare JID in WHOIS would expose the user (privacy).
+        self.registration = Registration(nick=self.nick, user=_username(self.nick), realname=self.nick,
                                          password=self.network.password or None)
         protocol = IrcLineProtocol(
             self._received, clock=self.clock,
@@ -127,9 +160,30 @@ class IrcConnection:
         endpoint_class = TCP6ClientEndpoint if ":" in self.network.address else TCP4ClientEndpoint
         endpoint = endpoint_class(self.clock, self.network.address, self.network.port, timeout=15)
         if self.network.tls:
-            endpoint = wrapClientTLS(optionsForClientTLS(self.network.host), endpoint)
-        self._registration_timer = self.clock.callLater(REGISTRATION_TIMEOUT, self._registration_timeout)
+            # Verified against the configured host name (not the address connected to), and
+            # no plain-text fallback: a failed handshake or verification fails the connection.
+            try:
+                trust = self.network.trust_root()
+            except LegacyError as exc:
+                self.clock.callLater(0, self._connect_failed, Failure(exc))
+                return
+            endpoint = wrapClientTLS(optionsForClientTLS(self.network.host, trustRoot=trust), endpoint)
+
+        def registration_timeout() -> None:
+            # Abort rather than close: a TLS handshake that never finishes (a plain port, a
+            # silent server) holds the queued registration lines, and a clean TLS close
+            # would wait for that handshake forever.
+            if protocol.transport is not None:
+                protocol.transport.abortConnection()
+            self._registration_timeout()
+
+        self._registration_timer = self.clock.callLater(REGISTRATION_TIMEOUT, registration_timeout)
         connectProtocol(endpoint, protocol).addErrback(self._connect_failed)
+
+    @property
+    def quitting(self) -> bool:
+        """QUIT was sent: the connection is going away and takes no new work."""
+        return self._quitting
 
     def ready(self) -> Deferred[None]:
         """Fires once registered (001); fails with a LegacyError if the network refuses us."""
@@ -202,6 +256,11 @@ class IrcConnection:
             self._retry.cancel()
         self._retry = None
         self.closed = True
+        # Rooms waiting to be rejoined can no longer be: the user is out of them.
+        for address, _key in self.rejoin.values():
+            self.emit(RoomLeft(user=self.user, room=address,
+                               reason=f"lost the connection to {self.network.name}"))
+        self.rejoin.clear()
         self._settle(error or LegacyError("remote-server-timeout", "connection closed"))
         self.on_closed()
 
@@ -235,7 +294,12 @@ class IrcConnection:
             self.rejoin.clear()
         elif not registration.registered and registration.error is not None:
             kind = registration.error.kind
-            if not kind.startswith("nick-"):
+            if kind.startswith("nick-"):
+                # XEP-0045 §7.2.9: the nick is taken (after our retries) or invalid.
+                condition = "conflict" if kind == "nick-unavailable" else "jid-malformed"
+                self._settle(LegacyError(condition, registration.error.text))  # type: ignore[arg-type]
+                self.quit("")
+            else:
                 self._settle(LegacyError("not-authorized" if "sasl" in kind else "remote-server-timeout",
                                          registration.error.text))
         if message.command == "NICK" and self.channels.is_me(message.nick):
@@ -285,9 +349,14 @@ class IrcConnection:
     def send(self, command: str, *params: str) -> None:
         line = serialize(command, *params)  # refuses CR, LF and NUL in any part
         if self.protocol is None or self.registration is None or not self.registration.registered:
+            if len(self._queued) >= QUEUE_LIMIT:
+                raise LegacyError("resource-constraint", "too much waiting for the IRC connection")
             self._queued.append(line)
             return
-        self.protocol.send_line(line)
+        try:
+            self.protocol.send_line(line)
+        except QueueFull as exc:
+            raise LegacyError("resource-constraint", "sending too fast: flood-control queue full") from exc
 
     def join(self, address: str, channel: str, key: str) -> None:
         self.channels.expect(address, channel)
@@ -362,11 +431,51 @@ class IrcConnection:
             # §9.1: a banned occupant is also removed from the room.
             await self.moderate(channel, nick, role="none", reason=reason)
 
+    async def list_channels(self) -> list[tuple[str, int, str]]:
+        """The network's channel list (LIST: 322 lines until 323), as (name, users, topic),
+        cached for a minute: LIST is heavy for the server and clients page through it."""
+        now = self.clock.seconds()
+        if self._channel_list is not None and now - self._channel_list[0] < LIST_CACHE_SECONDS:
+            return self._channel_list[1]
+        found: list[tuple[str, int, str]] = []
+
+        def collect(message: IrcMessage) -> bool:
+            if message.command == "322" and len(message.params) >= 3 and len(found) < LIST_LIMIT:
+                users = int(message.params[2]) if message.params[2].isdigit() else 0
+                topic = message.params[3] if len(message.params) > 3 else ""
+                found.append((message.params[1], users, to_plain(topic)))
+            return message.command == "323"
+
+        done = self.channels.wait_for("", collect, refused=lambda m: None)
+        self.send("LIST")
+        timeout = self.clock.callLater(30, done.cancel)
+        try:
+            await done
+        finally:
+            if timeout.active():
+                timeout.cancel()
+        self._channel_list = (now, found)
+        return found
+
     def topic(self, channel: str, text: str) -> None:
         self.send("TOPIC", channel, " ".join(split_body(text)))
 
-    def change_nick(self, nick: str) -> None:
+    async def change_nick(self, nick: str) -> None:
+        """NICK, answered once the server confirms it; 433 and friends become ``conflict``."""
+        fold = self.channels.fold
+        nick_errors = {"433": "conflict", "436": "conflict", "437": "conflict", "432": "not-acceptable",
+                       "438": "not-acceptable"}
+
+        def refused(message: IrcMessage) -> str | None:
+            if message.command in nick_errors and len(message.params) > 1 \
+                    and fold(message.params[1]) == fold(nick):
+                return nick_errors[message.command]
+            return None
+
+        done = self.channels.wait_for("", lambda m: m.command == "NICK" and bool(m.params)
+                                      and fold(m.params[0]) == fold(nick), refused)
         self.send("NICK", nick)
+        await done
 
     def set_away(self, show: str | None, status: str) -> None:
         if show in ("away", "xa", "dnd"):

@@ -8,8 +8,13 @@ so bookmarks carry over. Users need no registration to join rooms.
 Options (``[gateways.NAME.options]``):
 
 ``networks``
-    per-network settings: ``{ "irc.example.net" = { host, port, tls, password, charset } }``;
+    per-network settings:
+    ``{ "irc.example.net" = { host, port, tls, password, charset, ca_file, address } }``;
     a network not listed connects to its own name on 6697 with verified TLS.
+    ``tls`` (default true) is verified against ``host`` and never falls back to plain
+    text; ``tls = false`` is the only way to a plain port. ``ca_file`` is a PEM bundle of
+    CAs to trust instead of the system's (private networks). ``address`` is an IP to
+    connect to instead of resolving ``host`` (still checked by ``allow_private``).
 ``allowed_networks`` / ``denied_networks``
     names; an empty allow list allows every network that is not denied.
 ``allow_private``
@@ -19,7 +24,8 @@ Options (``[gateways.NAME.options]``):
 ``max_connections``
     IRC connections per user (default 10).
 ``throttle_burst`` / ``throttle_rate``
-    outgoing flood control: lines sent at once, then seconds per line (default 5, 1.0).
+    outgoing flood control: lines sent at once, then seconds per line (default 10, 1.0,
+    as Biboumi's defaults, which servers accept in practice).
 ``charset``
     fallback for lines that are not UTF-8 (default ``latin-1``).
 ``ctcp_version``
@@ -30,6 +36,7 @@ Options (``[gateways.NAME.options]``):
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +48,8 @@ from gateway.plugin import (
     PluginContext,
     PresenceUpdate,
     Registration,
+    RoomListing,
+    SentLine,
 )
 from plugins.irc.addressing import Addressing, IrcAddress
 from plugins.irc.connection import ConnectionSettings, IrcConnection, NetworkSettings
@@ -64,7 +73,7 @@ class IrcSession:
 
     async def connection(self, network: str, nick: str | None = None) -> IrcConnection:
         existing = self.connections.get(network)
-        if existing is not None and not existing.closed:
+        if existing is not None and not existing.closed and not existing.quitting:
             await existing.ready()
             return existing
         if len(self.connections) >= self.plugin.max_connections:
@@ -77,12 +86,17 @@ class IrcSession:
             user=self.user, nick=nick or self.nick or self.user.partition("@")[0], network=settings,
             settings=self.plugin.connection_settings, addressing=self.plugin.addressing,
             emit=self.plugin.context.events.emit, clock=self.plugin.context.clock,
-            on_closed=lambda: self.connections.pop(network, None),
+            on_closed=lambda: self._closed(network, connection),
         )
         self.connections[network] = connection
         connection.connect()
         await connection.ready()
         return connection
+
+    def _closed(self, network: str, connection: IrcConnection) -> None:
+        # A newer connection may have replaced this one while it was quitting.
+        if self.connections.get(network) is connection:
+            del self.connections[network]
 
     def _address(self, address: str) -> IrcAddress:
         try:
@@ -103,7 +117,7 @@ class IrcSession:
         if connection is not None:
             connection.part(address.name, reason)
 
-    async def send_room_message(self, room: str, body: str) -> list[str]:
+    async def send_room_message(self, room: str, body: str) -> list[SentLine]:
         address = self._address(room)
         connection = self.connections.get(address.network)
         if connection is None:
@@ -120,6 +134,13 @@ class IrcSession:
     async def change_nick(self, room: str, nick: str) -> None:
         address = self._address(room)
         await self._connected(address.network).change_nick(nick)
+
+    async def list_rooms(self, service: str) -> list[RoomListing]:
+        network = self._address(service).network
+        connection = await self.connection(network)
+        return [RoomListing(address=self.plugin.addressing.format(network, name.lower()), name=name,
+                            topic=topic, occupants=users)
+                for name, users, topic in await connection.list_channels()]
 
     async def invite(self, room: str, contact: str, reason: str) -> None:
         address, invitee = self._address(room), self._address(contact)
@@ -178,6 +199,40 @@ class IrcSession:
         self.connections.clear()
 
 
+class _Options:
+    """Typed reads of the plugin's options table; errors name the key (config.py does the rest)."""
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.options = options
+
+    def _get(self, key: str, kinds: tuple[type, ...], default: Any, what: str) -> Any:
+        value = self.options.get(key, default)
+        if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
+            raise ValueError(f"{key}: expected {what}, got {value!r}")
+        return value
+
+    def text(self, key: str, default: str) -> str:
+        return self._get(key, (str,), default, "a string")  # type: ignore[no-any-return]
+
+    def flag(self, key: str, default: bool) -> bool:
+        return self._get(key, (bool,), default, "true or false")  # type: ignore[no-any-return]
+
+    def number(self, key: str, default: float, *, minimum: float, kind: type = int) -> Any:
+        value = self._get(key, (int, float) if kind is float else (int,), default, "a number")
+        if value < minimum:
+            raise ValueError(f"{key}: must be at least {minimum}, got {value}")
+        return value
+
+    def names(self, key: str) -> list[str]:
+        value = self._get(key, (list, tuple), [], "an array of network names")
+        if not all(isinstance(item, str) for item in value):
+            raise ValueError(f"{key}: every item must be a string")
+        return list(value)
+
+    def table(self, key: str) -> Mapping[str, Any]:
+        return self._get(key, (Mapping,), {}, "a table")  # type: ignore[no-any-return]
+
+
 class IrcPlugin:
     name = "IRC"
     identity_type = "irc"
@@ -188,21 +243,24 @@ class IrcPlugin:
 
     def __init__(self, context: PluginContext) -> None:
         self.context = context
-        options: Mapping[str, Any] = context.options
-        self.addressing = Addressing(str(options.get("fixed_network", "")))
-        self.policy = NetworkPolicy.build(options.get("allowed_networks", ()),
-                                          options.get("denied_networks", ()),
-                                          bool(options.get("allow_private", False)))
+        options = _Options(context.options)
+        self.addressing = Addressing(options.text("fixed_network", ""))
+        self.policy = NetworkPolicy.build(options.names("allowed_networks"), options.names("denied_networks"),
+                                          options.flag("allow_private", False))
         self.networks: Mapping[str, Mapping[str, Any]] = {
-            str(k).lower(): v for k, v in options.get("networks", {}).items()}
-        self.max_connections = int(options.get("max_connections", 10))
+            str(k).lower(): v for k, v in options.table("networks").items()}
+        self.max_connections = options.number("max_connections", 10, minimum=1)
         self.connection_settings = ConnectionSettings(
-            throttle_burst=int(options.get("throttle_burst", 5)),
-            throttle_rate=float(options.get("throttle_rate", 1.0)),
-            charset=str(options.get("charset", "latin-1")),
-            ctcp_version=str(options.get("ctcp_version", "xmpp-gateway")),
-            raw_commands=bool(options.get("raw_commands", True)),
+            throttle_burst=options.number("throttle_burst", 10, minimum=1),
+            throttle_rate=float(options.number("throttle_rate", 1.0, minimum=0.01, kind=float)),
+            charset=options.text("charset", "latin-1"),
+            ctcp_version=options.text("ctcp_version", "xmpp-gateway"),
+            raw_commands=options.flag("raw_commands", True),
         )
+        try:
+            "".encode(self.connection_settings.charset)
+        except LookupError as exc:
+            raise ValueError(f"charset: unknown charset {self.connection_settings.charset!r}") from exc
 
     # -- addressing ---------------------------------------------------------------------------
 
@@ -216,6 +274,12 @@ class IrcPlugin:
 
     def is_room(self, address: str) -> bool:
         return self.addressing.is_channel(address)
+
+    def is_service(self, address: str) -> bool:
+        try:
+            return self.addressing.parse(address).is_network()
+        except ValueError:
+            return False
 
     def occupant_contact(self, room: str, nick: str) -> str:
         """The contact address of a room occupant: IRC private messages are network-wide."""
@@ -234,8 +298,19 @@ class IrcPlugin:
             tls=bool(spec.get("tls", True)),
             password=str(spec.get("password", "")),
             charset=str(spec.get("charset", self.connection_settings.charset)),
+            ca_file=str(spec.get("ca_file", "")),
         )
-        address = await settings.resolve(self.context.clock)
+        if settings.tls:
+            settings.trust_root()  # a bad ca_file fails here, before any connection
+        if spec.get("address"):
+            # Connect here, verify TLS against ``host``: for names DNS does not know.
+            try:
+                address = str(ipaddress.ip_address(str(spec["address"])))
+            except ValueError as exc:
+                raise LegacyError("internal-server-error",
+                                  f"{network}: address must be an IP address") from exc
+        else:
+            address = await settings.resolve(self.context.clock)
         self.policy.check_address(network, address)
         return settings.with_address(address)
 

@@ -449,3 +449,41 @@ async def test_invitations_both_ways(prosody, ngircd, tmp_path):
                         assert invite.get("from") == contact
 
     await as_deferred(scenario())
+
+
+@pytest_twisted.ensureDeferred
+async def test_channel_list_with_paging(prosody, ngircd, tmp_path):
+    """disco#items on network@gateway lists channels with occupants and topics, paged (XEP-0059)."""
+    channels = [unique("#list") for _ in range(3)]
+
+    async def scenario() -> None:
+        async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=irc_options(ngircd)):
+            async with raw_irc_client(ngircd, unique("kim")) as kim:
+                for channel in channels:
+                    kim.send(f"JOIN {channel}")
+                    kim.send(f"TOPIC {channel} :topic of {channel}")
+                    await kim.read_until(lambda line, c=channel: "TOPIC" in line and c in line)
+                jid, password = prosody.new_user("irclist")
+                async with connected_client(prosody, jid, password, send_presence=True) as client:
+                    network = f"{NETWORK}@{GW}"
+                    info = await client.plugin["xep_0030"].get_info(jid=network, timeout=10)
+                    assert ("conference", "irc") in {(i[0], i[1]) for i in info["disco_info"]["identities"]}
+                    iq = client.make_iq_get(queryxmlns="http://jabber.org/protocol/disco#items", ito=network)
+                    rsm = iq.xml.find("{http://jabber.org/protocol/disco#items}query").makeelement(
+                        "{http://jabber.org/protocol/rsm}set", {})
+                    maximum = rsm.makeelement("{http://jabber.org/protocol/rsm}max", {})
+                    maximum.text = "2"
+                    rsm.append(maximum)
+                    iq.xml.find("{http://jabber.org/protocol/disco#items}query").append(rsm)
+                    result = await iq.send(timeout=20)
+                    query = result.xml.find("{http://jabber.org/protocol/disco#items}query")
+                    items = query.findall("{http://jabber.org/protocol/disco#items}item")
+                    assert len(items) == 2
+                    count = int(query.find("{http://jabber.org/protocol/rsm}set/{http://jabber.org/protocol/rsm}count").text)
+                    assert count >= 3
+                    everything = await client.plugin["xep_0030"].get_items(jid=network, timeout=20)
+                    listed = {item[0]: item[2] for item in everything["disco_items"]["items"]}
+                    for channel in channels:
+                        assert listed[room_jid(channel)] == f"{channel} (1): topic of {channel}"
+
+    await as_deferred(scenario())
