@@ -20,7 +20,7 @@ import ipaddress
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -33,7 +33,7 @@ from twisted.python.failure import Failure
 
 from gateway.plugin import LegacyError, RoomLeft, RoomMessage, SentLine
 from plugins.irc.addressing import Addressing
-from plugins.irc.cap import Registration
+from plugins.irc.cap import Registration, SaslPlain
 from plugins.irc.encoding import encode_and_split, relay_overhead, split_body
 from plugins.irc.formatting import ctcp, to_plain
 from plugins.irc.isupport import ISupport
@@ -64,6 +64,15 @@ class ConnectionSettings:
     charset: str = "latin-1"
     ctcp_version: str = "xmpp-gateway"
     raw_commands: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """The user's IRC account: SASL PLAIN when the server offers it, NickServ otherwise."""
+
+    account: str = ""
+    """SASL authcid / NickServ account; empty: the nick."""
+    password: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +124,9 @@ class NetworkSettings:
 class IrcConnection:
     def __init__(self, *, user: str, nick: str, network: NetworkSettings, settings: ConnectionSettings,
                  addressing: Addressing, emit: Callable[[object], None], clock: IReactorTime,
-                 on_closed: Callable[[], None]) -> None:
+                 on_closed: Callable[[], None], credentials: Credentials | None = None) -> None:
         self.user = user
+        self.credentials = credentials or Credentials()
         self.nick = nick
         self.network = network
         self.settings = settings
@@ -147,8 +157,10 @@ class IrcConnection:
 
     def connect(self) -> None:
         # The real name is the nick: a bare JID in WHOIS would expose the user (privacy).
+        sasl = SaslPlain(authcid=self.credentials.account or self.nick, password=self.credentials.password) \
+            if self.credentials.password else None
         self.registration = Registration(nick=self.nick, user=_username(self.nick), realname=self.nick,
-                                         password=self.network.password or None)
+                                         password=self.network.password or None, sasl=sasl)
         protocol = IrcLineProtocol(
             self._received, clock=self.clock,
             throttle=Throttle(self.clock.seconds, burst=self.settings.throttle_burst,
@@ -283,6 +295,13 @@ class IrcConnection:
         if not was_registered and registration.registered:
             self.nick = registration.nick
             self._attempt = 0
+            if registration.error is not None and registration.error.kind.startswith("sasl"):
+                if registration.error.kind == "sasl-failed":
+                    # Wrong account or password: refuse rather than carry on unauthenticated.
+                    self._settle(LegacyError("not-authorized", registration.error.text))
+                    self.quit("")
+                    return
+                self._nickserv_identify()  # no SASL on this server: NickServ is the fallback
             self._settle(None)
             for line in self._queued:
                 self.protocol.send_line(line)
@@ -308,6 +327,10 @@ class IrcConnection:
             log.info("%s: %s says ERROR %s", self.user, self.network.name, message.params)
         self._server_message(message)
         self.channels.handle(message)
+
+    def _nickserv_identify(self) -> None:
+        account = self.credentials.account or self.nick
+        self.send("PRIVMSG", "NickServ", f"IDENTIFY {account} {self.credentials.password}")
 
     def _server_message(self, message: IrcMessage) -> None:
         """MOTD (collated), welcome lines and errors nobody else handles: to the network JID."""

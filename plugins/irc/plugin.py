@@ -52,7 +52,7 @@ from gateway.plugin import (
     SentLine,
 )
 from plugins.irc.addressing import Addressing, IrcAddress
-from plugins.irc.connection import ConnectionSettings, IrcConnection, NetworkSettings
+from plugins.irc.connection import ConnectionSettings, Credentials, IrcConnection, NetworkSettings
 from plugins.irc.encoding import split_body
 from plugins.irc.policy import NetworkPolicy, NetworkRefused
 
@@ -60,15 +60,21 @@ log = logging.getLogger(__name__)
 
 NICK_FIELD = FormField(var="username", label="Nickname", required=True,
                        description="Your IRC nickname on every network")
+ACCOUNT_FIELD = FormField(var="sasl_account", label="Account (SASL or NickServ)",
+                          description="Your services account; empty: the nickname")
+PASSWORD_FIELD = FormField(var="password", label="Password (SASL or NickServ)", type="text-private",
+                           secret=True, description="Sent with SASL PLAIN, or to NickServ without SASL")
 
 
 class IrcSession:
     """One XMPP user's IRC side: a connection per network, opened on first use."""
 
-    def __init__(self, plugin: IrcPlugin, user: str, nick: str) -> None:
+    def __init__(self, plugin: IrcPlugin, user: str, nick: str,
+                 credentials: Credentials | None = None) -> None:
         self.plugin = plugin
         self.user = user
         self.nick = nick
+        self.credentials = credentials or Credentials()
         self.connections: dict[str, IrcConnection] = {}
 
     async def connection(self, network: str, nick: str | None = None) -> IrcConnection:
@@ -86,7 +92,7 @@ class IrcSession:
             user=self.user, nick=nick or self.nick or self.user.partition("@")[0], network=settings,
             settings=self.plugin.connection_settings, addressing=self.plugin.addressing,
             emit=self.plugin.context.events.emit, clock=self.plugin.context.clock,
-            on_closed=lambda: self._closed(network, connection),
+            on_closed=lambda: self._closed(network, connection), credentials=self.credentials,
         )
         self.connections[network] = connection
         connection.connect()
@@ -238,7 +244,7 @@ class IrcPlugin:
     identity_type = "irc"
     instructions = "Choose the nickname the gateway uses on IRC networks."
     prompt = "Enter an IRC channel or nick with its network, e.g. #chan%irc.example.net"
-    registration_fields = (NICK_FIELD,)
+    registration_fields = (NICK_FIELD, ACCOUNT_FIELD, PASSWORD_FIELD)
     allows_unregistered = True
 
     def __init__(self, context: PluginContext) -> None:
@@ -324,4 +330,6 @@ class IrcPlugin:
             raise LoginFailed("not-acceptable", f"{nick!r} is not a valid IRC nickname")
 
     async def login(self, registration: Registration) -> IrcSession:
-        return IrcSession(self, registration.user, registration.values.get("username", ""))
+        values = registration.values
+        credentials = Credentials(account=values.get("sasl_account", ""), password=values.get("password", ""))
+        return IrcSession(self, registration.user, values.get("username", ""), credentials)
