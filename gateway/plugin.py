@@ -296,7 +296,9 @@ class Occupant:
     role: Role = "participant"
     affiliation: Affiliation = "none"
     real_jid: str = ""
-    """The occupant's JID when known (a gateway user's bare JID, or a contact JID)."""
+    """The occupant's own JID when they are an XMPP user (of this gateway, say)."""
+    contact: str = ""
+    """The occupant's legacy address as a contact; its JID is shown when ``real_jid`` is empty."""
 
     def __post_init__(self) -> None:
         _require_text("Occupant.nick", self.nick)

@@ -224,8 +224,15 @@ class MucHandler:
         item = x.addElement("item")
         item["affiliation"] = occupant.affiliation if type_ is None else "none"
         item["role"] = occupant.role if type_ is None else "none"
-        if occupant.real_jid:
-            item["jid"] = occupant.real_jid
+        # Non-anonymous rooms (§7.2.3): the real JID of XMPP users, the contact JID of others.
+        real_jid = occupant.real_jid
+        if not real_jid and occupant.contact:
+            try:
+                real_jid = self.sessions.contact_jid(occupant.contact)
+            except ValueError:
+                real_jid = ""
+        if real_jid:
+            item["jid"] = real_jid
         if nick:
             item["nick"] = nick
         if actor:
@@ -340,7 +347,7 @@ class MucHandler:
             return
         occupant = room.occupants.pop(event.old_nick, None) or Occupant(nick=event.old_nick)
         renamed = Occupant(nick=event.new_nick, role=occupant.role, affiliation=occupant.affiliation,
-                           real_jid=occupant.real_jid)
+                           real_jid=occupant.real_jid, contact=occupant.contact)
         room.occupants[event.new_nick] = renamed
         self._to_all(room, lambda r: self._occupant_presence(
             room, occupant, r, type_="unavailable", codes=[NICK_CHANGED], nick=event.new_nick))

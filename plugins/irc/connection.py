@@ -66,6 +66,23 @@ class ConnectionSettings:
     raw_commands: bool = True
 
 
+class NickIndex:
+    """Which gateway user holds which nick on which network, so rooms can show occupants who
+    are XMPP users with their real JID (XEP-0045 §7.2.3)."""
+
+    def __init__(self) -> None:
+        self._owners: dict[tuple[str, str], str] = {}
+
+    def owner(self, network: str, folded_nick: str) -> str:
+        return self._owners.get((network, folded_nick), "")
+
+    def set(self, network: str, old: str | None, new: str | None, user: str) -> None:
+        if old is not None and self._owners.get((network, old)) == user:
+            del self._owners[(network, old)]
+        if new is not None:
+            self._owners[(network, new)] = user
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """The user's IRC account: SASL PLAIN when the server offers it, NickServ otherwise."""
@@ -124,8 +141,10 @@ class NetworkSettings:
 class IrcConnection:
     def __init__(self, *, user: str, nick: str, network: NetworkSettings, settings: ConnectionSettings,
                  addressing: Addressing, emit: Callable[[object], None], clock: IReactorTime,
-                 on_closed: Callable[[], None], credentials: Credentials | None = None) -> None:
+                 on_closed: Callable[[], None], credentials: Credentials | None = None,
+                 nicks: NickIndex | None = None) -> None:
         self.user = user
+        self.nicks = nicks or NickIndex()
         self.credentials = credentials or Credentials()
         self.nick = nick
         self.network = network
@@ -138,7 +157,7 @@ class IrcConnection:
         self.channels = Channels(user=user, network=network.name, addressing=addressing,
                                  isupport=self.isupport, emit=emit, own_nick=lambda: self.nick,
                                  reply=lambda nick, text: self.send("NOTICE", nick, text),
-                                 ctcp_version=settings.ctcp_version)
+                                 ctcp_version=settings.ctcp_version, nick_owner=self.nicks.owner)
         self._motd: list[str] = []
         self._channel_list: tuple[float, list[tuple[str, int, str]]] | None = None
         self.protocol: IrcLineProtocol | None = None
@@ -268,6 +287,7 @@ class IrcConnection:
             self._retry.cancel()
         self._retry = None
         self.closed = True
+        self.nicks.set(self.network.name, self.channels.fold(self.nick), None, self.user)
         # Rooms waiting to be rejoined can no longer be: the user is out of them.
         for address, _key in self.rejoin.values():
             self.emit(RoomLeft(user=self.user, room=address,
@@ -293,6 +313,7 @@ class IrcConnection:
         if message.command == "005":
             self.isupport.update(message.params)
         if not was_registered and registration.registered:
+            self.nicks.set(self.network.name, None, self.channels.fold(registration.nick), self.user)
             self.nick = registration.nick
             self._attempt = 0
             if registration.error is not None and registration.error.kind.startswith("sasl"):
@@ -322,6 +343,8 @@ class IrcConnection:
                 self._settle(LegacyError("not-authorized" if "sasl" in kind else "remote-server-timeout",
                                          registration.error.text))
         if message.command == "NICK" and self.channels.is_me(message.nick):
+            fold = self.channels.fold
+            self.nicks.set(self.network.name, fold(self.nick), fold(message.params[0]), self.user)
             self.nick = message.params[0]
         if message.command == "ERROR":
             log.info("%s: %s says ERROR %s", self.user, self.network.name, message.params)

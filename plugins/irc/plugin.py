@@ -52,7 +52,13 @@ from gateway.plugin import (
     SentLine,
 )
 from plugins.irc.addressing import Addressing, IrcAddress
-from plugins.irc.connection import ConnectionSettings, Credentials, IrcConnection, NetworkSettings
+from plugins.irc.connection import (
+    ConnectionSettings,
+    Credentials,
+    IrcConnection,
+    NetworkSettings,
+    NickIndex,
+)
 from plugins.irc.encoding import split_body
 from plugins.irc.policy import NetworkPolicy, NetworkRefused
 
@@ -93,6 +99,7 @@ class IrcSession:
             settings=self.plugin.connection_settings, addressing=self.plugin.addressing,
             emit=self.plugin.context.events.emit, clock=self.plugin.context.clock,
             on_closed=lambda: self._closed(network, connection), credentials=self.credentials,
+            nicks=self.plugin.nicks,
         )
         self.connections[network] = connection
         connection.connect()
@@ -256,6 +263,7 @@ class IrcPlugin:
         self.networks: Mapping[str, Mapping[str, Any]] = {
             str(k).lower(): v for k, v in options.table("networks").items()}
         self.max_connections = options.number("max_connections", 10, minimum=1)
+        self.nicks = NickIndex()
         self.connection_settings = ConnectionSettings(
             throttle_burst=options.number("throttle_burst", 10, minimum=1),
             throttle_rate=float(options.number("throttle_rate", 1.0, minimum=0.01, kind=float)),

@@ -109,8 +109,11 @@ class Channels:
     def __init__(self, *, user: str, network: str, addressing: Addressing, isupport: ISupport,
                  emit: Emit, own_nick: Callable[[], str],
                  reply: Callable[[str, str], None] = lambda nick, text: None,
-                 ctcp_version: str = "") -> None:
+                 ctcp_version: str = "",
+                 nick_owner: Callable[[str, str], str] = lambda network, folded_nick: "") -> None:
         self.user = user
+        self.nick_owner = nick_owner
+        """(network, folded nick) -> the bare JID of the gateway user with that nick, or ""."""
         self.reply = reply
         """Sends a NOTICE (nick, text): CTCP answers."""
         self.ctcp_version = ctcp_version
@@ -163,11 +166,11 @@ class Channels:
             if mode in member.modes and mode in MODE_ROLES:
                 role, affiliation = MODE_ROLES[mode]
                 break
+        if user_modes:
+            return Occupant(nick=member.nick, role=role, affiliation=affiliation)
         return Occupant(nick=member.nick, role=role, affiliation=affiliation,
-                        real_jid="" if user_modes else self._contact_jid_hint(member.nick))
-
-    def _contact_jid_hint(self, nick: str) -> str:
-        return ""
+                        real_jid=self.nick_owner(self.network, self.fold(member.nick)),
+                        contact=self.addressing.format(self.network, member.nick.lower()))
 
     # -- dispatch ---------------------------------------------------------------------
 

@@ -487,3 +487,38 @@ async def test_channel_list_with_paging(prosody, ngircd, tmp_path):
                         assert listed[room_jid(channel)] == f"{channel} (1): topic of {channel}"
 
     await as_deferred(scenario())
+
+
+@pytest_twisted.ensureDeferred
+async def test_occupants_show_real_jids(prosody, ngircd, tmp_path):
+    """Non-anonymous rooms: an occupant who is a gateway user shows their real JID, an IRC user
+    their contact JID (nick%network@gateway), through which a private chat works."""
+    channel = unique("#jids")
+
+    async def scenario() -> None:
+        async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=irc_options(ngircd)):
+            async with raw_irc_client(ngircd, unique("lee")) as lee:
+                lee.send(f"JOIN {channel}")
+                await lee.read_until(lambda line: " 366 " in line)
+                first_jid, first_password = prosody.new_user("ircjid")
+                second_jid, second_password = prosody.new_user("ircjid")
+                async with connected_client(prosody, first_jid, first_password, send_presence=True) as first, \
+                        connected_client(prosody, second_jid, second_password, send_presence=True) as second:
+                    first_nick = unique("first")
+                    async with joined(prosody, first, channel, first_nick):
+                        room = Room(second, room_jid(channel))
+                        join_presence(second, room.jid, unique("second"))
+                        await room.wait(lambda s: s.name == "presence" and "110" in status_codes(s))
+
+                        def item_jid(nick: str) -> str | None:
+                            for s in room.of_room():
+                                if s.name == "presence" and s["from"].resource == nick:
+                                    item = s.xml.find("{http://jabber.org/protocol/muc#user}x/"
+                                                      "{http://jabber.org/protocol/muc#user}item")
+                                    return item.get("jid")
+                            return None
+
+                        assert item_jid(first_nick) == first_jid
+                        assert item_jid(lee.nick) == f"{lee.nick.lower()}%{NETWORK}@{GW}"
+
+    await as_deferred(scenario())
