@@ -104,6 +104,8 @@ class NetworkSettings:
     """The resolved IP address, checked by the network policy."""
     ca_file: str = ""
     """A PEM bundle of CA certificates to trust instead of the system's (private networks, tests)."""
+    channel_charsets: tuple[tuple[str, str], ...] = ()
+    """(channel, charset) pairs: a room's own fallback charset, overriding ``charset``."""
 
     def trust_root(self) -> IOpenSSLTrustRoot:
         """What verifies the server's certificate: the CAs of ``ca_file``, else the platform's.
@@ -184,7 +186,7 @@ class IrcConnection:
             self._received, clock=self.clock,
             throttle=Throttle(self.clock.seconds, burst=self.settings.throttle_burst,
                               rate=self.settings.throttle_rate),
-            fallback_encoding=self.network.charset,
+            fallback_encoding=self.network.charset, charset_for=self._charset_for,
             on_connect=self._connected, on_disconnect=self._disconnected,
         )
         self.protocol = protocol
@@ -210,6 +212,16 @@ class IrcConnection:
 
         self._registration_timer = self.clock.callLater(REGISTRATION_TIMEOUT, registration_timeout)
         connectProtocol(endpoint, protocol).addErrback(self._connect_failed)
+
+    def _charset_for(self, message: IrcMessage) -> str | None:
+        """A non-UTF-8 line in a channel with its own charset is decoded with that one."""
+        if not self.network.channel_charsets or not message.params:
+            return None
+        target = self.channels.fold(message.params[0])
+        for channel, charset in self.network.channel_charsets:
+            if self.channels.fold(channel) == target:
+                return charset
+        return None
 
     @property
     def quitting(self) -> bool:

@@ -313,7 +313,13 @@ class IrcPlugin:
             password=str(spec.get("password", "")),
             charset=str(spec.get("charset", self.connection_settings.charset)),
             ca_file=str(spec.get("ca_file", "")),
+            channel_charsets=tuple((str(k), str(v)) for k, v in spec.get("channel_charsets", {}).items()),
         )
+        for _channel, charset in settings.channel_charsets:
+            try:
+                "".encode(charset)
+            except LookupError as exc:
+                raise LegacyError("internal-server-error", f"{network}: unknown charset {charset!r}") from exc
         if settings.tls:
             settings.trust_root()  # a bad ca_file fails here, before any connection
         if spec.get("address"):

@@ -129,8 +129,12 @@ async def test_hostile_and_long_text(prosody, ngircd, tmp_path):
     channel = unique("#text")
     trap = unique("#trap")
 
+    cyrillic_room = unique("#cyr")
+    options = irc_options(ngircd)
+    options["networks"][NETWORK]["channel_charsets"] = {cyrillic_room: "cp1251"}
+
     async def scenario() -> None:
-        async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=irc_options(ngircd)):
+        async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=options):
             async with raw_irc_client(ngircd, unique("carl")) as carl:
                 carl.send(f"JOIN {channel}")
                 await carl.read_until(lambda line: " 366 " in line)
@@ -158,6 +162,12 @@ async def test_hostile_and_long_text(prosody, ngircd, tmp_path):
                         carl.writer.write(f"PRIVMSG {channel} :caf\xe9 cr\xe8me\r\n".encode("latin-1"))
                         latin = await room.wait(lambda s: s.name == "message" and s["body"].startswith("caf"))
                         assert latin["body"] == "café crème"
+                        # Another room has its own fallback charset (cp1251) in the network options.
+                        carl.send(f"JOIN {cyrillic_room}")
+                        await carl.read_until(lambda text: " 366 " in text and cyrillic_room in text)
+                        async with joined(prosody, client, cyrillic_room, alice) as cyr:
+                            carl.writer.write(f"PRIVMSG {cyrillic_room} :привет\r\n".encode("cp1251"))
+                            await cyr.wait(lambda s: s.name == "message" and s["body"] == "привет")
                         carl.send(f"PRIVMSG {channel} :\x02bold\x02 \x0304red\x03 \x1ditalic\x1d \x07bell\x16")
                         styled = await room.wait(lambda s: s.name == "message" and "bold" in s["body"])
                         assert styled["body"] == "*bold* red _italic_ bell"
