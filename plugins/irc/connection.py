@@ -64,6 +64,10 @@ class ConnectionSettings:
     charset: str = "latin-1"
     ctcp_version: str = "xmpp-gateway"
     raw_commands: bool = True
+    keepalive: float = 120.0
+    """Seconds of silence from the server before we PING it."""
+    keepalive_timeout: float = 60.0
+    """Seconds to wait for an answer to that PING before the link counts as dead."""
 
 
 class NickIndex:
@@ -187,6 +191,7 @@ class IrcConnection:
             throttle=Throttle(self.clock.seconds, burst=self.settings.throttle_burst,
                               rate=self.settings.throttle_rate),
             fallback_encoding=self.network.charset, charset_for=self._charset_for,
+            keepalive=self.settings.keepalive, timeout=self.settings.keepalive_timeout,
             on_connect=self._connected, on_disconnect=self._disconnected,
         )
         self.protocol = protocol

@@ -32,6 +32,9 @@ Options (``[gateways.NAME.options]``):
     the answer to CTCP VERSION (empty: no answer; default ``xmpp-gateway``).
 ``raw_commands``
     whether chat to ``network@gateway`` is sent as raw IRC commands (default true).
+``keepalive`` / ``keepalive_timeout``
+    seconds of server silence before a PING, and seconds to wait for its answer before the
+    link counts as dead and is reconnected (default 120, 60).
 """
 
 from __future__ import annotations
@@ -270,6 +273,8 @@ class IrcPlugin:
             charset=options.text("charset", "latin-1"),
             ctcp_version=options.text("ctcp_version", "xmpp-gateway"),
             raw_commands=options.flag("raw_commands", True),
+            keepalive=float(options.number("keepalive", 120.0, minimum=1, kind=float)),
+            keepalive_timeout=float(options.number("keepalive_timeout", 60.0, minimum=1, kind=float)),
         )
         try:
             "".encode(self.connection_settings.charset)

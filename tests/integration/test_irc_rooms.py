@@ -532,3 +532,91 @@ async def test_occupants_show_real_jids(prosody, ngircd, tmp_path):
                         assert item_jid(lee.nick) == f"{lee.nick.lower()}%{NETWORK}@{GW}"
 
     await as_deferred(scenario())
+
+
+@pytest_twisted.ensureDeferred
+async def test_dead_link_is_detected_and_repaired(prosody, tmp_path):
+    """A server that stops answering (SIGSTOP) is detected by the keepalive PING; once it
+    answers again the gateway reconnects and rejoins, telling the room."""
+    import os
+    import signal as signals
+
+    from tests.fixtures.ircd import start_ngircd, stop_ngircd
+
+    ircd = await as_deferred(asyncio.to_thread(start_ngircd, tmp_path / "ircd"))
+    channel = unique("#alive")
+    options = {**irc_options(ircd), "keepalive": 1.0, "keepalive_timeout": 1.0}
+
+    async def scenario() -> None:
+        async with running_gateway(prosody, GW, tmp_path / "gw", plugin="irc", options=options):
+            jid, password = prosody.new_user("irckeep")
+            async with connected_client(prosody, jid, password, send_presence=True) as client:
+                async with joined(prosody, client, channel, unique("alice")) as room:
+                    start = len(room.recorder.stanzas)
+                    os.kill(ircd.process.pid, signals.SIGSTOP)
+                    try:
+                        await room.wait(lambda s: s.name == "message" and "lost" in (s["body"] or ""),
+                                        start=start, timeout=15)
+                    finally:
+                        os.kill(ircd.process.pid, signals.SIGCONT)
+                    await room.wait(lambda s: s.name == "message" and "Reconnected" in (s["body"] or ""),
+                                    start=start, timeout=30)
+
+    try:
+        await as_deferred(scenario())
+    finally:
+        stop_ngircd(ircd)
+
+
+@pytest_twisted.ensureDeferred
+async def test_flood_control_paces_lines_after_the_burst(prosody, ngircd, tmp_path):
+    """With a burst of 2 and one line per 0.3 s, a 6-line message reaches IRC paced."""
+    channel = unique("#pace")
+    options = {**irc_options(ngircd), "throttle_burst": 2, "throttle_rate": 0.3}
+
+    async def scenario() -> None:
+        async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=options):
+            async with raw_irc_client(ngircd, unique("mo")) as mo:
+                mo.send(f"JOIN {channel}")
+                await mo.read_until(lambda line: " 366 " in line)
+                jid, password = prosody.new_user("ircpace")
+                async with connected_client(prosody, jid, password, send_presence=True) as client:
+                    async with joined(prosody, client, channel, unique("alice")) as room:
+                        await asyncio.sleep(1)  # let the bucket refill after the join
+                        client.send_message(mto=room.jid, mbody="\n".join(f"line {i}" for i in range(6)),
+                                            mtype="groupchat")
+                        loop = asyncio.get_running_loop()
+                        arrivals = []
+                        for i in range(6):
+                            await mo.read_until(lambda line, i=i: f":line {i}" in line)
+                            arrivals.append(loop.time())
+                        # Lines after the burst wait for tokens: the last four take >= 3 x 0.3 s.
+                        assert arrivals[-1] - arrivals[1] >= 0.8
+
+    await as_deferred(scenario())
+
+
+@pytest_twisted.ensureDeferred
+async def test_fixed_network_and_connection_limit(prosody, ngircd, tmp_path):
+    """Fixed-network mode addresses rooms as #chan@gateway; a per-user connection limit holds."""
+    channel = unique("#fixed")
+    fixed = {**irc_options(ngircd), "fixed_network": NETWORK}
+    limited = {**irc_options(ngircd), "max_connections": 1}
+    limited["networks"] = {**limited["networks"], "other": dict(limited["networks"][NETWORK])}
+
+    async def scenario() -> None:
+        jid, password = prosody.new_user("ircfixed")
+        async with running_gateway(prosody, GW, tmp_path / "fixed", plugin="irc", options=fixed):
+            async with connected_client(prosody, jid, password, send_presence=True) as client:
+                room = Room(client, f"{channel}@{GW}")
+                join_presence(client, room.jid, unique("alice"))
+                await room.wait(lambda s: s.name == "presence" and "110" in status_codes(s))
+        async with running_gateway(prosody, GW, tmp_path / "limited", plugin="irc", options=limited):
+            async with connected_client(prosody, jid, password, send_presence=True) as client:
+                async with joined(prosody, client, channel, unique("alice")):
+                    room = Room(client, f"{channel}%other@{GW}")
+                    join_presence(client, room.jid, unique("alice"))
+                    error = await room.wait(lambda s: s.name == "presence" and s["type"] == "error")
+                    assert error["error"]["condition"] == "resource-constraint"
+
+    await as_deferred(scenario())
