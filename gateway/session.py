@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.words.protocols.jabber.error import StanzaError
@@ -45,10 +45,11 @@ from gateway.plugin import (
 )
 from gateway.roster import RosterManager
 from gateway.router import Router, Stanza
-from gateway.stanzas import error_reply, stanza, xml_safe
+from gateway.stanzas import child_text, error_reply, stanza, xml_safe
 from gateway.store import repository
 from gateway.store.crypto import CredentialCipher
 from gateway.store.db import Database
+from gateway.timeouts import with_timeout
 from gateway.xep.escaping import escape_localpart, unescape_localpart
 
 log = logging.getLogger(__name__)
@@ -285,15 +286,15 @@ class Sessions:
         resource = presence.sender.full()
         if available:
             element = presence.element
-            show = _child_text(element, "show")
+            show = child_text(element, "show")
             try:
-                priority = int(_child_text(element, "priority") or 0)
+                priority = int(child_text(element, "priority") or 0)
             except ValueError:
                 priority = 0
             first = not state.resources
             state.resources[resource] = ResourcePresence(
                 show=show if show in ("away", "chat", "dnd", "xa") else None,
-                status=_child_text(element, "status") or "",
+                status=child_text(element, "status") or "",
                 priority=priority,
             )
             if state.session is None and not state.logging_in:
@@ -356,7 +357,7 @@ class Sessions:
             # Plugins that allow it (IRC rooms) serve unregistered users with defaults.
             registration = Registration(user=state.user, legacy_id="", values={})
         try:
-            session = await _with_timeout(self.clock, self.plugin.login(registration), LOGIN_TIMEOUT)
+            session = await with_timeout(self.clock, self.plugin.login(registration), LOGIN_TIMEOUT)
         except TimeoutError as exc:
             raise LoginFailed("remote-server-timeout", "the legacy service did not answer") from exc
         state.session = session
@@ -507,7 +508,7 @@ class Sessions:
             await self.muc.invite(message, room_address, self.users.get(user), message.recipient.userhost(),
                                   direct.getAttribute("reason", ""))
             return True
-        body = _child_text(element, "body")
+        body = child_text(element, "body")
         if body is None:
             return True  # chat states and receipts only: nothing the legacy side can carry
         try:
@@ -522,7 +523,7 @@ class Sessions:
         """A chat message to a legacy contact (XEP-0100 §4.8), errors echoing the original id."""
         element = message.element
         user = message.sender.userhost()
-        body = _child_text(element, "body")
+        body = child_text(element, "body")
         if body is None:
             return
         state = self.users.get(user)
@@ -625,25 +626,6 @@ class Sessions:
         for resource in resources:
             self._presence_error(resource, event.condition, event.reason)
         state.resources.clear()
-
-
-def _child_text(element: domish.Element, name: str) -> str | None:
-    for child in element.elements():
-        if child.name == name:
-            return str(child)
-    return None
-
-
-async def _with_timeout(clock: IReactorTime, operation: Awaitable[T], seconds: float) -> T:
-    deferred: Deferred[T] = ensureDeferred(operation)  # type: ignore[arg-type]
-    call = clock.callLater(seconds, deferred.cancel)
-    try:
-        return await deferred
-    except CancelledError as exc:
-        raise TimeoutError from exc
-    finally:
-        if call.active():
-            call.cancel()
 
 
 __all__ = ["Sessions", "UserState"]

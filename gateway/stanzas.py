@@ -94,3 +94,11 @@ def redacted_copy(element: domish.Element, secret_fields: frozenset[str] = froze
         else:
             copy.addContent(child)
     return copy
+
+
+def child_text(element: domish.Element, name: str) -> str | None:
+    """The text of the first child element called ``name``, or None when there is none."""
+    for child in element.elements():
+        if child.name == name:
+            return str(child)
+    return None

@@ -23,8 +23,9 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.words.protocols.jabber.error import StanzaError
-from twisted.words.protocols.jabber.jid import JID
+from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 from twisted.words.xish import domish
 
 from gateway.jids import parse_jid
@@ -45,8 +46,8 @@ from gateway.plugin import (
     SubjectChanged,
 )
 from gateway.router import IqRequest, Stanza
-from gateway.session import Sessions, UserState, _child_text
-from gateway.stanzas import error_reply, stanza, xml_safe
+from gateway.session import Sessions, UserState
+from gateway.stanzas import child_text, error_reply, stanza, xml_safe
 from gateway.xep.disco import DiscoItem, Identity
 from gateway.xep.escaping import escape_localpart, unescape_localpart
 
@@ -115,12 +116,10 @@ class MucHandler:
 
     # -- presence to rooms: join, nick change, leave -------------------------------------
 
-    def on_presence(self, presence: Stanza) -> bool | object:
+    def on_presence(self, presence: Stanza) -> bool | Deferred[bool]:
         address = self.room_address(presence.recipient)
         if address is None:
             return False
-        from twisted.internet.defer import ensureDeferred
-
         return ensureDeferred(self._presence(presence, address))
 
     async def _presence(self, presence: Stanza, address: str) -> bool:
@@ -131,7 +130,7 @@ class MucHandler:
         type_ = presence.type
         if type_ in ("unavailable", "error"):
             if room is not None:
-                await self._leave(state, room, resource, _child_text(presence.element, "status") or "")
+                await self._leave(state, room, resource, child_text(presence.element, "status") or "")
             return True
         if type_ is not None:
             return True  # subscriptions and probes to rooms mean nothing here
@@ -164,7 +163,7 @@ class MucHandler:
         state.rooms[address] = room
         password = ""
         for x in presence.element.elements(NS_MUC, "x"):
-            password = _child_text(x, "password") or ""
+            password = child_text(x, "password") or ""
         try:
             session = await self.sessions.open_session(state)
             await session.join_room(address, nick, password)
@@ -387,14 +386,14 @@ class MucHandler:
         legacy invitation; other JIDs get a mediated invitation from the room."""
         for x in message.element.elements(NS_MUC_USER, "x"):
             for invite in x.elements(NS_MUC_USER, "invite"):
-                reason = _child_text(invite, "reason") or ""
+                reason = child_text(invite, "reason") or ""
                 await self.invite(message, address, state, invite.getAttribute("to", ""), reason)
 
     async def invite(self, message: Stanza, address: str, state: UserState | None, target: str,
                      reason: str) -> None:
         try:
             invitee = parse_jid(target)
-        except Exception:
+        except InvalidFormat:
             self.sessions.send(error_reply(message.element, "jid-malformed", "not a JID to invite"))
             return
         if state is None or state.session is None or address not in state.rooms:
@@ -419,12 +418,10 @@ class MucHandler:
 
     # -- groupchat from the user (§7.4) --------------------------------------------------
 
-    def on_message(self, message: Stanza) -> bool | object:
+    def on_message(self, message: Stanza) -> bool | Deferred[bool]:
         address = self.room_address(message.recipient)
         if address is None or message.type == "error":
             return address is not None
-        from twisted.internet.defer import ensureDeferred
-
         return ensureDeferred(self._message(message, address))
 
     async def _message(self, message: Stanza, address: str) -> bool:
@@ -452,7 +449,7 @@ class MucHandler:
         if state is None or room is None or resource not in room.resources or state.session is None:
             self.sessions.send(error_reply(element, "not-acceptable", "you are not in this room"))
             return True
-        subject = _child_text(element, "subject")
+        subject = child_text(element, "subject")
         if subject is not None:
             try:
                 await state.session.set_subject(address, subject)
@@ -461,7 +458,7 @@ class MucHandler:
             except NotImplementedError:
                 self.sessions.send(error_reply(element, "feature-not-implemented"))
             return True
-        body = _child_text(element, "body")
+        body = child_text(element, "body")
         if not body:
             return True
         try:

@@ -16,7 +16,8 @@ from twisted.words.xish import domish
 
 from gateway.plugin import AFFILIATIONS, ROLES, LegacyError
 from gateway.router import IqRequest, IqRoute
-from gateway.session import LOGIN_TIMEOUT, _with_timeout
+from gateway.session import LOGIN_TIMEOUT
+from gateway.timeouts import with_timeout
 from gateway.xep.muc import MucHandler
 
 NS_MUC_ADMIN = "http://jabber.org/protocol/muc#admin"
@@ -66,7 +67,7 @@ class MucAdminHandler:
                     if affiliation not in AFFILIATIONS:
                         raise StanzaError("bad-request", text=f"unknown affiliation {affiliation!r}")
                     operation = state.session.set_affiliation(room.address, nick, affiliation, reason)
-                await _with_timeout(self.sessions.clock, operation, ADMIN_TIMEOUT)
+                await with_timeout(self.sessions.clock, operation, ADMIN_TIMEOUT)
             except LegacyError as exc:
                 raise StanzaError(exc.condition, text=exc.text or None) from exc
             except TimeoutError as exc:

@@ -116,7 +116,7 @@ async def test_sigterm_says_goodbye_and_exits_zero(prosody, tmp_path):
     import signal
 
     from gateway.store.crypto import generate_key
-    from tests.integration.test_xep0100 import Recorder, is_presence, register
+    from tests.fixtures.steps import Recorder, is_presence, register
 
     gateway = "gw2.localhost"
     config = tmp_path / "gateway.toml"

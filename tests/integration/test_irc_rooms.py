@@ -14,8 +14,8 @@ from slixmpp import ClientXMPP
 
 from tests.fixtures.gateway import running_gateway
 from tests.fixtures.ircd import raw_irc_client
+from tests.fixtures.steps import Recorder
 from tests.fixtures.xmpp_client import as_deferred, connected_client
-from tests.integration.test_xep0100 import Recorder
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,7 @@ docs/xep0100.md maps every row to its tests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -17,75 +15,13 @@ import pytest_twisted
 from slixmpp import ClientXMPP
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
-from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher import MatchXPath
 
 from gateway.store.crypto import generate_key
 from tests.fixtures.gateway import eventually, running_gateway
+from tests.fixtures.steps import Recorder, is_presence, register, unregister
 from tests.fixtures.xmpp_client import as_deferred, connected_client
 
 pytestmark = pytest.mark.integration
-
-NS_REGISTER = "jabber:iq:register"
-
-
-class Recorder:
-    """Every presence, message and iq a client receives from the gateway's domain, in order."""
-
-    def __init__(self, client: ClientXMPP, domain: str) -> None:
-        self.domain = domain
-        self.stanzas: list = []
-        self._changed = asyncio.Event()
-        for kind in ("presence", "message", "iq"):
-            client.register_handler(Callback(
-                f"record {kind}", MatchXPath(f"{{jabber:client}}{kind}"), self._record))
-
-    def _record(self, stanza) -> None:
-        if stanza["from"].domain == self.domain:
-            self.stanzas.append(stanza)
-            self._changed.set()
-
-    def kinds(self, start: int = 0) -> list[tuple[str, str, str]]:
-        """(kind, type, bare from) of each recorded stanza."""
-        return [(s.name, s["type"], s["from"].bare) for s in self.stanzas[start:]]
-
-    async def wait_for(self, predicate: Callable[[object], bool], timeout: float = 20.0, start: int = 0):
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            for stanza in self.stanzas[start:]:
-                if predicate(stanza):
-                    return stanza
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(f"not received after stanza {start}; got {self.kinds(start)}; "
-                                     f"all: {self.kinds()}")
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
-
-
-def is_presence(type_: str, sender: str) -> Callable[[object], bool]:
-    def check(stanza) -> bool:
-        return stanza.name == "presence" and stanza["type"] == type_ and stanza["from"].bare == sender
-    return check
-
-
-async def register(client: ClientXMPP, gateway: str, username: str, password: str):
-    iq = client.make_iq_set(ito=gateway)
-    query = ET.Element(f"{{{NS_REGISTER}}}query")
-    for name, value in (("username", username), ("password", password)):
-        ET.SubElement(query, f"{{{NS_REGISTER}}}{name}").text = value
-    iq.append(query)
-    return await iq.send(timeout=10)
-
-
-async def unregister(client: ClientXMPP, gateway: str):
-    iq = client.make_iq_set(ito=gateway)
-    query = ET.Element(f"{{{NS_REGISTER}}}query")
-    ET.SubElement(query, f"{{{NS_REGISTER}}}remove")
-    iq.append(query)
-    return await iq.send(timeout=10)
 
 
 @asynccontextmanager
