@@ -140,8 +140,12 @@ class Sessions:
     # -- addressing (XEP-0106 escaped localparts) -------------------------------
 
     def contact_jid(self, address: str) -> str:
+        """The JID of a legacy address; :class:`ValueError` when it cannot be one."""
         localpart = escape_localpart(self.plugin.legacy_to_localpart(address))
-        return parse_jid(f"{localpart}@{self.gateway_jid}").full()
+        try:
+            return parse_jid(f"{localpart}@{self.gateway_jid}").full()
+        except InvalidFormat as exc:
+            raise ValueError(f"{address!r} cannot be a JID: {exc}") from exc
 
     def legacy_address(self, jid: JID) -> str:
         """The legacy address of a contact JID; :class:`ValueError` if it is not one."""

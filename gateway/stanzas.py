@@ -30,8 +30,10 @@ def stanza(name: str, *, sender: str, recipient: str, type_: str | None = None,
            id_: str | None = None) -> domish.Element:
     """A new top-level stanza from the component."""
     element = domish.Element((None, name))
-    element["from"] = sender
-    element["to"] = recipient
+    # Addresses may carry legacy names (an IRC nick as a MUC resource): never let a
+    # character XML cannot hold reach the stream, whatever a legacy server sent.
+    element["from"] = xml_safe(sender)
+    element["to"] = xml_safe(recipient)
     if type_ is not None:
         element["type"] = type_
     if id_:

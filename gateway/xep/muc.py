@@ -112,7 +112,10 @@ class MucHandler:
 
     def room_jid(self, address: str) -> str:
         localpart = escape_localpart(self.sessions.plugin.legacy_to_localpart(address))
-        return parse_jid(f"{localpart}@{self.gateway_jid}").full()
+        try:
+            return parse_jid(f"{localpart}@{self.gateway_jid}").full()
+        except InvalidFormat as exc:
+            raise ValueError(f"{address!r} cannot be a room JID: {exc}") from exc
 
     # -- presence to rooms: join, nick change, leave -------------------------------------
 
@@ -233,9 +236,9 @@ class MucHandler:
         if real_jid:
             item["jid"] = real_jid
         if nick:
-            item["nick"] = nick
+            item["nick"] = xml_safe(nick)
         if actor:
-            item.addElement("actor")["nick"] = actor
+            item.addElement("actor")["nick"] = xml_safe(actor)
         if reason:
             item.addElement("reason", content=xml_safe(reason))
         for code in codes:
