@@ -123,6 +123,7 @@ class Sessions:
         because a server drops a message error addressed to a bare JID (RFC 6121 §8.5.2.1.1)."""
         self.registered: set[str] = set()
         """Bare JIDs with a registration, cached so the message path needs no database call."""
+        self._registered_loaded = False
 
     def attach_plugin(self, plugin: Plugin) -> None:
         self.plugin = plugin
@@ -195,11 +196,18 @@ class Sessions:
             lambda f: log.error("announcing to registered users failed: %s", f.getErrorMessage())
         )
 
-    async def _announce(self) -> None:
+    async def load_registered(self) -> None:
+        """Fill the registered-user cache (once; stanzas arriving meanwhile wait for it)."""
+        if self._registered_loaded:
+            return
         users = await self.database.run(repository.registered_users, self.gateway_jid)
         # Users of domains the admin no longer allows are treated as unregistered.
-        users = [user for user in users if self.policy.allows(user)]
-        self.registered = set(users)
+        self.registered |= {user for user in users if self.policy.allows(user)}
+        self._registered_loaded = True
+
+    async def _announce(self) -> None:
+        await self.load_registered()
+        users = sorted(self.registered)
         for user in users:
             self._presence(user)
             self._presence(user, type_="probe")
@@ -225,6 +233,7 @@ class Sessions:
         return ensureDeferred(self._on_presence(presence))
 
     async def _on_presence(self, presence: Stanza) -> bool:
+        await self.load_registered()
         user = presence.sender.userhost()
         type_ = presence.type
         to_gateway = presence.recipient.user is None
@@ -494,6 +503,7 @@ class Sessions:
         return ensureDeferred(self._on_message(message))
 
     async def _on_message(self, message: Stanza) -> bool:
+        await self.load_registered()
         element = message.element
         user = message.sender.userhost()
         if user not in self.registered and not getattr(self.plugin, "allows_unregistered", False):
