@@ -74,7 +74,9 @@ def redacted_copy(element: domish.Element, secret_fields: frozenset[str] = froze
     replaced by ``mask``: for logs, and for error replies that echo a request."""
     copy = domish.Element((element.uri, element.name), element.defaultUri,
                           dict(element.attributes), dict(element.localPrefixes or {}))
-    secret = element.name in _SECRET_NAMES or (
+    # A secret is a password element, a bare XEP-0077 field named after a secret form field,
+    # or a data-form field that is private or secret.
+    secret = element.name in _SECRET_NAMES or element.name in secret_fields or (
         element.name == "field"
         and (
             element.getAttribute("type") == "text-private"
@@ -90,7 +92,7 @@ def redacted_copy(element: domish.Element, secret_fields: frozenset[str] = froze
                 copy.addChild(masked)
             else:
                 copy.addChild(redacted_copy(child, secret_fields, mask))
-        elif secret and element.name in _SECRET_NAMES:
+        elif secret and element.name != "field":
             if mask:
                 copy.addContent(mask)
         else:

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IReactorCore, IReactorTime
@@ -33,7 +35,7 @@ from twisted.python.failure import Failure
 
 from gateway.plugin import LegacyError, RoomLeft, RoomMessage, SentLine
 from plugins.irc.addressing import Addressing
-from plugins.irc.cap import Registration, SaslPlain
+from plugins.irc.cap import Registration, Sasl, SaslExternal, SaslPlain
 from plugins.irc.encoding import encode_and_split, relay_overhead, split_body
 from plugins.irc.formatting import ctcp, to_plain
 from plugins.irc.isupport import ISupport
@@ -89,11 +91,45 @@ class NickIndex:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """The user's IRC account: SASL PLAIN when the server offers it, NickServ otherwise."""
+    """The user's IRC account: SASL EXTERNAL with a client certificate (CertFP), else SASL
+    PLAIN with the password when the server offers it, NickServ otherwise."""
 
     account: str = ""
     """SASL authcid / NickServ account; empty: the nick."""
     password: str = field(default="", repr=False)
+    client_certificate: str = field(default="", repr=False)
+    """PEM holding the TLS client certificate and its unencrypted private key."""
+
+
+ClientKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+
+BAD_CLIENT_CERTIFICATE = ("the client certificate must be PEM with one certificate and its unencrypted "
+                          "private key (RSA, EC or EdDSA)")
+
+
+def load_client_certificate(pem: str) -> tuple[x509.Certificate, ClientKey]:
+    """The certificate and private key in ``pem`` (either order), as ``cryptography`` objects.
+
+    Raises ValueError with a fixed text (never the key, nor the parser's message) when either
+    is missing or malformed, the key is encrypted or of a kind TLS cannot use, or the two do
+    not match. Lines are stripped first: data forms send a text-multi field line by line."""
+    data = "\n".join(line.strip() for line in pem.strip().splitlines()).encode("ascii", "replace") + b"\n"
+    try:
+        certificate = x509.load_pem_x509_certificate(data)
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError(BAD_CLIENT_CERTIFICATE) from None
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey,
+                            ed448.Ed448PrivateKey)):
+        raise ValueError(BAD_CLIENT_CERTIFICATE)
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    try:
+        matches = certificate.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
+    except (ValueError, UnsupportedAlgorithm):
+        matches = False
+    if not matches:
+        raise ValueError("the client certificate does not match its private key")
+    return certificate, key
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,9 +217,28 @@ class IrcConnection:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def connect(self) -> None:
+        client_tls: dict[str, object] = {}
+        sasl: Sasl | None = None
+        if self.credentials.client_certificate:
+            # CertFP: the certificate is the login (SASL EXTERNAL, preferred over PLAIN), so it
+            # is only ever shown over TLS, never offered to a plain-text network.
+            if not self.network.tls:
+                self._fail(LegacyError("not-acceptable", f"{self.network.name} is not reached over TLS, "
+                                       "so the client certificate cannot be used"))
+                return
+            try:
+                certificate, key = load_client_certificate(self.credentials.client_certificate)
+            except ValueError as exc:
+                self._fail(LegacyError("not-acceptable", str(exc)))
+                return
+            # cryptography objects, which pyOpenSSL takes without the deprecation warnings that
+            # PrivateCertificate (pyOpenSSL X509 / PKey) causes (twisted/twisted#12664).
+            client_tls = {"certificate": certificate, "privateKey": key}
+            sasl = SaslExternal()
+        elif self.credentials.password:
+            account = self.credentials.account or self.nick
+            sasl = SaslPlain(authcid=account, password=self.credentials.password)
         # The real name is the nick: a bare JID in WHOIS would expose the user (privacy).
-        sasl = SaslPlain(authcid=self.credentials.account or self.nick, password=self.credentials.password) \
-            if self.credentials.password else None
         self.registration = Registration(nick=self.nick, user=_username(self.nick), realname=self.nick,
                                          password=self.network.password or None, sasl=sasl)
         protocol = IrcLineProtocol(
@@ -205,7 +260,9 @@ class IrcConnection:
             except LegacyError as exc:
                 self.clock.callLater(0, self._connect_failed, Failure(exc))
                 return
-            endpoint = wrapClientTLS(optionsForClientTLS(self.network.host, trustRoot=trust), endpoint)
+            options = optionsForClientTLS(self.network.host, trustRoot=trust,
+                                          extraCertificateOptions=client_tls)
+            endpoint = wrapClientTLS(options, endpoint)
 
         def registration_timeout() -> None:
             # Abort rather than close: a TLS handshake that never finishes (a plain port, a
@@ -257,6 +314,10 @@ class IrcConnection:
         assert self.registration is not None and self.protocol is not None
         for line in self.registration.start():
             self.protocol.send_line(line, priority=True)
+
+    def _fail(self, error: LegacyError) -> None:
+        """Give up before connecting (the user's settings cannot work): once ``ready()`` waits."""
+        self.clock.callLater(0, self._close, error)
 
     def _connect_failed(self, failure: Failure) -> None:
         log.info("%s: cannot connect to %s: %s", self.user, self.network.name, failure.getErrorMessage())
@@ -339,7 +400,8 @@ class IrcConnection:
                     self._settle(LegacyError("not-authorized", registration.error.text))
                     self.quit("")
                     return
-                self._nickserv_identify()  # no SASL on this server: NickServ is the fallback
+                if self.credentials.password:
+                    self._nickserv_identify()  # no SASL on this server: NickServ is the fallback
             self._settle(None)
             for line in self._queued:
                 self.protocol.send_line(line)

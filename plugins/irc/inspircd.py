@@ -1,8 +1,10 @@
 """A private InspIRCd 3 (Debian package ``inspircd``) with IRCv3 modules on loopback, for tests.
 
 Optionally linked to Atheme services (Debian package ``atheme-services``: NickServ
-and SaslServ with PLAIN) over a server link on a second loopback port, so that
-SASL, account-tag, account-notify and extended-join carry real accounts.
+with CERT, and SaslServ with PLAIN and EXTERNAL) over a server link on a second loopback
+port, so that SASL, account-tag, account-notify and extended-join carry real accounts.
+Given a server certificate it also listens with TLS (ssl_gnutls + sslinfo: client
+certificate fingerprints reach services, for CertFP / SASL EXTERNAL).
 
 Both daemons refuse to run as root: when started by root they run as ``nobody``
 from a private directory (mode 0700) that ``nobody`` owns, holding their
@@ -62,7 +64,17 @@ INSPIRCD_CONFIG = """\
 <cidr ipv4clone="32" ipv6clone="128">
 <disabled commands="" usermodes="" chanmodes="" fakenonexistant="no">
 {modules}
+{tls}
 {services}
+"""
+
+TLS_CONFIG = """\
+<module name="ssl_gnutls">
+<module name="sslinfo">
+<sslinfo operonly="no">
+<sslprofile name="Clients" provider="gnutls" certfile="{directory}/tls-cert.pem"
+            keyfile="{directory}/tls-key.pem" hash="sha256" requestclientcert="yes" priority="NORMAL">
+<bind address="127.0.0.1" port="{tls_port}" type="clients" sslprofile="Clients">
 """
 
 SERVICES_LINK = """\
@@ -84,6 +96,8 @@ loadmodule "modules/nickserv/logout";
 loadmodule "modules/nickserv/help";
 loadmodule "modules/saslserv/main";
 loadmodule "modules/saslserv/plain";
+loadmodule "modules/nickserv/cert";
+loadmodule "modules/saslserv/external";
 
 pbkdf2v2 {{ rounds = 1000; }};
 
@@ -245,9 +259,15 @@ def _nickserv_online(server: IrcServerWithServices) -> bool:
 
 
 def start_inspircd(directory: Path, name: str = "irc.localhost", port: int | None = None, *,
-                   services: bool = True) -> IrcServerWithServices:
+                   services: bool = True, certificate: Path | None = None,
+                   key: Path | None = None) -> IrcServerWithServices:
     """Start InspIRCd on 127.0.0.1 (``port``, else a free one) and, with ``services``,
-    Atheme linked to it; returns once clients can connect and NickServ is online."""
+    Atheme linked to it; returns once clients can connect and NickServ is online.
+
+    Given a server ``certificate`` and ``key`` (PEM), it also listens with TLS on a free
+    ``tls_port`` (ssl_gnutls), asks clients for a certificate and passes its SHA-256
+    fingerprint to services (sslinfo), for CertFP and SASL EXTERNAL (Atheme's
+    nickserv/cert and saslserv/external)."""
     binary = shutil.which("inspircd") or "/usr/sbin/inspircd"
     if not Path(binary).exists():
         raise IrcdError("inspircd is not installed (Debian package inspircd; ./dev installs it)")
@@ -255,18 +275,27 @@ def start_inspircd(directory: Path, name: str = "irc.localhost", port: int | Non
     if services and not Path(atheme).exists():
         raise IrcdError("atheme-services is not installed "
                         "(Debian package atheme-services; ./dev installs it)")
+    if (certificate is None) != (key is None):
+        raise IrcdError("TLS needs both a certificate and a key")
     directory.mkdir(parents=True, exist_ok=True)
-    fresh = iter([p for p in free_ports(3) if p != port])
+    fresh = iter([p for p in free_ports(4) if p != port])
     port = port or next(fresh)
     link_port = next(fresh)
+    tls_port = next(fresh) if certificate is not None else None
     private = _private_directory()
     services_name = "services.localhost"
     link_password = os.urandom(12).hex()
     values = {"name": name, "port": port, "directory": private, "services_name": services_name,
               "link_port": link_port, "link_password": link_password}
     modules = "\n".join(f'<module name="{module}">' for module in MODULES)
+    tls = ""
+    if certificate is not None and key is not None:
+        _write(private / "tls-cert.pem", certificate.read_text())
+        (private / "tls-key.pem").touch(mode=0o600)
+        _write(private / "tls-key.pem", key.read_text())
+        tls = TLS_CONFIG.format(directory=private, tls_port=tls_port)
     text = INSPIRCD_CONFIG.format(
-        **values, modules=modules,
+        **values, modules=modules, tls=tls,
         server_bind=f'<bind address="127.0.0.1" port="{link_port}" type="servers">' if services else "",
         services=SERVICES_LINK.format(**values) if services else "")
     _write(private / "inspircd.conf", text)
@@ -277,9 +306,11 @@ def start_inspircd(directory: Path, name: str = "irc.localhost", port: int | Non
     process = _popen([binary, "--nofork", "--config", str(private / "inspircd.conf")], stdout_path, private)
     server = IrcServerWithServices(name=name, host="127.0.0.1", port=port, log_path=log_path,
                                    process=process, directory=directory, private=private,
-                                   services_name=services_name)
+                                   services_name=services_name, tls_port=tls_port)
     try:
         _wait_for_port(server, port)
+        if tls_port is not None:
+            _wait_for_port(server, tls_port)
         if services:
             _write(private / "atheme.conf", ATHEME_CONFIG.format(**values))
             services_log = private / "atheme.log"

@@ -47,6 +47,7 @@ from typing import Any
 from gateway.plugin import (
     FormField,
     LegacyError,
+    LoginFailed,
     OutgoingMessage,
     PluginContext,
     PresenceUpdate,
@@ -61,6 +62,7 @@ from plugins.irc.connection import (
     IrcConnection,
     NetworkSettings,
     NickIndex,
+    load_client_certificate,
 )
 from plugins.irc.encoding import split_body
 from plugins.irc.policy import NetworkPolicy, NetworkRefused
@@ -73,6 +75,10 @@ ACCOUNT_FIELD = FormField(var="sasl_account", label="Account (SASL or NickServ)"
                           description="Your services account; empty: the nickname")
 PASSWORD_FIELD = FormField(var="password", label="Password (SASL or NickServ)", type="text-private",
                            secret=True, description="Sent with SASL PLAIN, or to NickServ without SASL")
+CLIENT_CERTIFICATE_FIELD = FormField(
+    var="client_certificate", label="Client certificate and key (PEM), for SASL EXTERNAL / CertFP",
+    type="text-multi", secret=True,
+    description="Shown to TLS networks only; used with SASL EXTERNAL instead of the password")
 
 
 class IrcSession:
@@ -254,7 +260,7 @@ class IrcPlugin:
     identity_type = "irc"
     instructions = "Choose the nickname the gateway uses on IRC networks."
     prompt = "Enter an IRC channel or nick with its network, e.g. #chan%irc.example.net"
-    registration_fields = (NICK_FIELD, ACCOUNT_FIELD, PASSWORD_FIELD)
+    registration_fields = (NICK_FIELD, ACCOUNT_FIELD, PASSWORD_FIELD, CLIENT_CERTIFICATE_FIELD)
     allows_unregistered = True
 
     def __init__(self, context: PluginContext) -> None:
@@ -344,11 +350,15 @@ class IrcPlugin:
     async def check_credentials(self, user: str, values: Mapping[str, str]) -> None:
         nick = values.get("username", "")
         if not nick or any(c in nick for c in " ,*?!@#:") or nick[0].isdigit():
-            from gateway.plugin import LoginFailed
-
             raise LoginFailed("not-acceptable", f"{nick!r} is not a valid IRC nickname")
+        if values.get("client_certificate", "").strip():
+            try:
+                load_client_certificate(values["client_certificate"])
+            except ValueError as exc:
+                raise LoginFailed("not-acceptable", str(exc)) from None
 
     async def login(self, registration: Registration) -> IrcSession:
         values = registration.values
-        credentials = Credentials(account=values.get("sasl_account", ""), password=values.get("password", ""))
+        credentials = Credentials(account=values.get("sasl_account", ""), password=values.get("password", ""),
+                                  client_certificate=values.get("client_certificate", "").strip())
         return IrcSession(self, registration.user, values.get("username", ""), credentials)

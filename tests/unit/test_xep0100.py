@@ -405,3 +405,24 @@ def test_iq_gateway_get_has_desc_and_prompt(server):
     """AD3: get returns <desc/> and <prompt/>."""
     [reply] = iq(server, "get", "<query xmlns='jabber:iq:gateway'/>")
     assert matches(reply, "/iq[@type='result']/query/desc") and matches(reply, "/iq/query/prompt")
+
+
+def test_refused_registration_never_echoes_secrets():
+    """An error reply echoes the request with every secret emptied: bare secret elements and
+    secret form fields alike."""
+    server, _ = build_gateway("plugins.irc.plugin:IrcPlugin")
+    server.service.start()
+    server.handshake()
+    server.sent()
+    [error] = iq(server, "set", "<query xmlns='jabber:iq:register'><username>bad nick</username>"
+                 "<password>hunter2</password><client_certificate>-----BEGIN PRIVATE KEY-----"
+                 "</client_certificate></query>")
+    assert matches(error, "/iq[@type='error']/error/not-acceptable")
+    assert "hunter2" not in error.toXml() and "PRIVATE KEY" not in error.toXml()
+    [error] = iq(server, "set", "<query xmlns='jabber:iq:register'><x xmlns='jabber:x:data' type='submit'>"
+                 "<field var='username'><value>bad nick</value></field>"
+                 "<field var='client_certificate'><value>-----BEGIN PRIVATE KEY-----</value></field>"
+                 "</x></query>")
+    assert matches(error, "/iq[@type='error']/error/not-acceptable")
+    assert "PRIVATE KEY" not in error.toXml()
+    server.service.connection.stop()
