@@ -411,7 +411,8 @@ class IrcConnection:
                 self.join(address, name, key)
                 self._notice_rooms_later(address)
             self.rejoin.clear()
-        elif not registration.registered and registration.error is not None:
+        elif (not registration.registered and registration.error is not None
+              and registration.error.kind != "sasl-unavailable"):  # NickServ takes over after 001
             kind = registration.error.kind
             if kind.startswith("nick-"):
                 # XEP-0045 §7.2.9: the nick is taken (after our retries) or invalid.

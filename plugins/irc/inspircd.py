@@ -84,6 +84,12 @@ SERVICES_LINK = """\
 <sasl target="{services_name}" requiressl="no">
 """
 
+def _services_link(values: dict[str, object], sasl: bool) -> str:
+    link = SERVICES_LINK.format(**values)
+    # <sasl> needs the sasl module, which a server without SASL does not load.
+    return link if sasl else "\n".join(line for line in link.splitlines() if not line.startswith("<sasl "))
+
+
 ATHEME_CONFIG = """\
 loadmodule "modules/protocol/inspircd";
 loadmodule "modules/backend/opensex";
@@ -260,14 +266,15 @@ def _nickserv_online(server: IrcServerWithServices) -> bool:
 
 def start_inspircd(directory: Path, name: str = "irc.localhost", port: int | None = None, *,
                    services: bool = True, certificate: Path | None = None,
-                   key: Path | None = None) -> IrcServerWithServices:
+                   key: Path | None = None, sasl: bool = True) -> IrcServerWithServices:
     """Start InspIRCd on 127.0.0.1 (``port``, else a free one) and, with ``services``,
     Atheme linked to it; returns once clients can connect and NickServ is online.
 
     Given a server ``certificate`` and ``key`` (PEM), it also listens with TLS on a free
     ``tls_port`` (ssl_gnutls), asks clients for a certificate and passes its SHA-256
     fingerprint to services (sslinfo), for CertFP and SASL EXTERNAL (Atheme's
-    nickserv/cert and saslserv/external)."""
+    nickserv/cert and saslserv/external). With ``sasl=False`` the server offers no SASL
+    (NickServ only), as older networks do."""
     binary = shutil.which("inspircd") or "/usr/sbin/inspircd"
     if not Path(binary).exists():
         raise IrcdError("inspircd is not installed (Debian package inspircd; ./dev installs it)")
@@ -287,7 +294,7 @@ def start_inspircd(directory: Path, name: str = "irc.localhost", port: int | Non
     link_password = os.urandom(12).hex()
     values = {"name": name, "port": port, "directory": private, "services_name": services_name,
               "link_port": link_port, "link_password": link_password}
-    modules = "\n".join(f'<module name="{module}">' for module in MODULES)
+    modules = "\n".join(f'<module name="{module}">' for module in MODULES if sasl or module != "sasl")
     tls = ""
     if certificate is not None and key is not None:
         _write(private / "tls-cert.pem", certificate.read_text())
@@ -297,7 +304,7 @@ def start_inspircd(directory: Path, name: str = "irc.localhost", port: int | Non
     text = INSPIRCD_CONFIG.format(
         **values, modules=modules, tls=tls,
         server_bind=f'<bind address="127.0.0.1" port="{link_port}" type="servers">' if services else "",
-        services=SERVICES_LINK.format(**values) if services else "")
+        services=_services_link(values, sasl) if services else "")
     _write(private / "inspircd.conf", text)
     log_path = private / "inspircd.log"
     _write(log_path, "")

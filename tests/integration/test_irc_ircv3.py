@@ -212,3 +212,39 @@ async def test_msgid_is_stanza_id_and_echo_reflected_once(prosody, inspircd, tmp
                             assert echoes[0]["from"].resource == nick
 
     await as_deferred(scenario())
+
+
+@pytest_twisted.ensureDeferred
+async def test_nickserv_identify_without_sasl(prosody, tmp_path):
+    """A network without SASL: the registered user is identified with NickServ IDENTIFY."""
+    from plugins.irc.inspircd import start_inspircd, stop_inspircd
+
+    server = await as_deferred(asyncio.to_thread(start_inspircd, tmp_path / "nosasl", sasl=False))
+    account, secret = unique("ns"), "Sesame-" + unique("pw")
+    channel = unique("#ns")
+
+    async def scenario() -> None:
+        await nickserv_account(server, account, secret)
+        async with running_gateway(prosody, GW, tmp_path / "gw", plugin="irc",
+                                   options=ircv3_options(server)) as service:
+            jid, password = prosody.new_user("ircns")
+            async with connected_client(prosody, jid, password, send_presence=True) as client:
+                await register(client, account, account, secret)
+                async with joined(prosody, client, channel, account):
+                    registration = service.sessions.users[jid].session.connections[NETWORK].registration
+                    assert "sasl" not in registration.available
+                    async with raw_irc_client(server, unique("who")) as who:
+                        for _ in range(50):  # IDENTIFY is a PM to NickServ: give services a moment
+                            who.send(f"WHOIS {account}")
+                            line = await who.read_until(lambda text: " 318 " in text or " 330 " in text)
+                            if " 330 " in line:
+                                assert account in line
+                                break
+                            await asyncio.sleep(0.1)
+                        else:
+                            raise AssertionError("NickServ never identified the gateway user")
+
+    try:
+        await as_deferred(scenario())
+    finally:
+        stop_inspircd(server)
