@@ -40,14 +40,24 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from twisted.internet.task import Clock
+
+    from gateway.plugin import PluginContext
     from gateway.plugins import PluginNotFound, load_plugin_factory
 
     config = load_config(args.file)
     for gateway in config.gateways:
         try:
-            load_plugin_factory(gateway.plugin)
+            factory = load_plugin_factory(gateway.plugin)
         except PluginNotFound as exc:
             raise ConfigError(config.source, f"gateways.{gateway.name}.plugin", str(exc)) from exc
+        # The plugin checks its own options table when it is built: build it, unconnected.
+        context = PluginContext(gateway_jid=gateway.jid, options=gateway.options,
+                                events=_DiscardEvents(), clock=Clock())
+        try:
+            factory(context)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(config.source, f"gateways.{gateway.name}.options", str(exc)) from exc
     if config.security.credentials_key:
         from gateway.store.crypto import CredentialCipher
 
@@ -58,6 +68,13 @@ def _check_config(args: argparse.Namespace) -> int:
     names = ", ".join(f"{g.name} ({g.jid}, plugin {g.plugin})" for g in config.gateways)
     print(f"{config.source}: OK: {names}")
     return 0
+
+
+class _DiscardEvents:
+    """Events of a plugin built only to check its options go nowhere."""
+
+    def emit(self, event: object) -> None:
+        return None
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:

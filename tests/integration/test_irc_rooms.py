@@ -112,6 +112,14 @@ async def test_join_talk_both_ways_and_leave(prosody, ngircd, tmp_path):
                     message = await room.wait(lambda s: s.name == "message" and s["body"] == "hello from irc")
                     assert message["from"].resource == bob.nick
 
+                    # Topic set from XMPP: TOPIC on IRC, and the change comes back as a subject.
+                    subject_change = client.make_message(mto=room.jid, mtype="groupchat")
+                    subject_change["subject"] = "New topic"
+                    subject_change.send()
+                    await bob.read_until(lambda line: f"TOPIC {channel} :New topic" in line)
+                    changed = await room.wait(lambda s: s.name == "message" and s["subject"] == "New topic")
+                    assert changed["from"].resource == alice
+
                     start = len(room.recorder.stanzas)
                     client.send_presence(pto=f"{room.jid}/{alice}", ptype="unavailable")
                     out = await room.wait(lambda s: s.name == "presence" and s["type"] == "unavailable",

@@ -92,3 +92,12 @@ def test_check_config_names_a_missing_plugin(tmp_path, capsys):
     path = write(tmp_path, MINIMAL + "plugin = 'nosuch'\n")
     assert main(["check-config", str(path)]) == 2
     assert "gateways.echo.plugin: no plugin named 'nosuch'" in capsys.readouterr().err
+
+
+def test_check_config_validates_plugin_options(tmp_path, capsys):
+    """Plugin options are checked too, and the error names the options table and the key."""
+    path = write(tmp_path, MINIMAL.replace('"echo.example.org"', '"irc.example.org"')
+                 + "plugin = 'irc'\n[gateways.echo.options]\nthrottle_burst = 'lots'\n")
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "gateways.echo.options: throttle_burst: expected a number" in err
