@@ -362,6 +362,9 @@ class Sessions:
                 waiter.callback(outcome)
 
     async def _log_in(self, state: UserState) -> LegacySession:
+        if not self.policy.allows(state.user):
+            # allowed_users applies to every use of the gateway, registered or not (rooms too).
+            raise LoginFailed("forbidden", "this gateway does not serve your domain")
         registration = await self.load_registration(state.user)
         if registration is None:
             self.registered.discard(state.user)

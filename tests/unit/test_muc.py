@@ -199,3 +199,16 @@ def test_shutdown_empties_rooms(server):
     sent = [s for s in server.sent() if s["from"].startswith(ROOM)]
     assert [s["from"] for s in sent] == [f"{ROOM}/@op", f"{ROOM}/bob", f"{ROOM}/alice"]
     assert codes(sent[-1]) == {"110", "332"}
+
+
+def test_allowed_users_also_limit_rooms():
+    """A user outside allowed_users cannot use rooms either, registration or not."""
+    server, _ = build_gateway("tests.fakenet:FakeNetPlugin", options=OPTIONS,
+                              extra={"allowed_users": ["example.org"]})
+    server.service.start()
+    server.handshake()
+    server.sent()
+    [error] = send(server, f"<presence from='eve@evil.example/x' to='{ROOM}/eve'>{MUC}</presence>")
+    assert matches(error, "/presence[@type='error']/error/forbidden")
+    assert not [entry for entry in server.service.plugin.network.log if entry[0] == "join"]
+    server.service.connection.stop()
