@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.ircd",
     "tests.fixtures.postgres",
     "tests.fixtures.prosody",
+    "tests.fixtures.sip_peers",
 ]
