@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -83,12 +83,6 @@ class IqRoute:
     handler: IqCallable
 
 
-class Handler(Protocol):
-    """A protocol handler (one per XEP module). All methods are optional but ``iq_routes``."""
-
-    def iq_routes(self) -> Iterable[IqRoute]: ...
-
-
 Sender = Callable[[domish.Element], None]
 
 
@@ -110,7 +104,8 @@ class Router:
     # -- registration -------------------------------------------------------
 
     def add_handler(self, handler: object) -> None:
-        """Register a handler's iq routes and its message/presence callables, if any."""
+        """Register a handler: its ``iq_routes()``, and ``on_message``/``on_presence`` if it has
+        them (each returns whether it took the stanza); ``disco_*`` methods serve XEP-0030."""
         self.handlers.append(handler)
         for route in getattr(handler, "iq_routes", lambda: ())():
             key = (route.type, route.namespace, route.name)

@@ -8,14 +8,10 @@ from __future__ import annotations
 import re
 
 from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.protocols.jabber.xmlstream import toResponse
 from twisted.words.xish import domish
 
-NS_CLIENT = "jabber:client"
-NS_COMPONENT = "jabber:component:accept"
-NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
-NS_DATA_FORMS = "jabber:x:data"
-NS_REGISTER = "jabber:iq:register"
 
 #: RFC 6120 §8.3.3 characters allowed in XML 1.0 text; everything else must never reach domish.
 _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
@@ -47,8 +43,6 @@ def error_reply(original: domish.Element, condition: str, text: str | None = Non
     exc = StanzaError(condition, text=text)
     if echo:
         return exc.toResponse(original)
-    from twisted.words.protocols.jabber.xmlstream import toResponse
-
     reply = toResponse(original, "error")
     reply.addChild(exc.getElement())
     return reply
@@ -62,10 +56,6 @@ _SECRET_FIELD = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 def redacted_xml(element: domish.Element, secret_fields: frozenset[str] = frozenset()) -> str:
     """Serialise ``element`` for debug logging with passwords and secrets masked."""
     return redacted_copy(element, secret_fields).toXml()
-
-
-def has_secrets(element: domish.Element, secret_fields: frozenset[str] = frozenset()) -> bool:
-    return redacted_xml(element, secret_fields) != element.toXml()
 
 
 def redacted_copy(element: domish.Element, secret_fields: frozenset[str] = frozenset(),

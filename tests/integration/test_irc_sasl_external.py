@@ -28,7 +28,6 @@ from tests.fixtures.ircd import (
     IrcdError,
     IrcServerWithServices,
     TestCertificates,
-    make_test_certificates,
     raw_irc_client,
     start_inspircd,
     stop_inspircd,
@@ -38,11 +37,6 @@ from tests.fixtures.xmpp_client import as_deferred, connected_client
 from tests.integration.test_irc_rooms import GW, NETWORK, joined, unique
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
-    return make_test_certificates(tmp_path_factory.mktemp("irc-external-certs"), host="irc.localhost")
 
 
 @pytest.fixture(scope="module")

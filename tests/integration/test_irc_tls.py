@@ -20,7 +20,6 @@ from tests.fixtures.ircd import (
     IrcdError,
     IrcServer,
     TestCertificates,
-    make_test_certificates,
     raw_irc_client,
     start_ngircd,
     stop_ngircd,
@@ -29,11 +28,6 @@ from tests.fixtures.xmpp_client import as_deferred, connected_client
 from tests.integration.test_irc_rooms import GW, NETWORK, Room, join_presence, room_jid, status_codes, unique
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
-    return make_test_certificates(tmp_path_factory.mktemp("irc-tls-certs"), host="irc.localhost")
 
 
 @pytest.fixture(scope="module")
