@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from twisted.internet.interfaces import IReactorTime
@@ -407,11 +408,19 @@ class RoomMessage:
     legacy_id: str = ""
     """The legacy message id (IRCv3 msgid), used as the stanza id for every resource."""
     notice: bool = False
+    timestamp: datetime | None = None
+    """When the legacy side says the line was said (IRCv3 ``server-time``); ``None``: now."""
+    backfill: bool = False
+    """A line fetched after the fact (IRCv3 ``chathistory`` after an outage): archived, and
+    shown to joined resources with its original time (XEP-0203), never twice for one
+    ``legacy_id``."""
 
     def __post_init__(self) -> None:
         for name in ("user", "room"):
             _require_text(f"RoomMessage.{name}", getattr(self, name))
         _require_text("RoomMessage.nick", self.nick, allow_empty=True)
+        if self.timestamp is not None and self.timestamp.tzinfo is None:
+            raise ValueError("RoomMessage.timestamp must be timezone-aware")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
