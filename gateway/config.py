@@ -76,6 +76,27 @@ class SecurityConfig:
     """Bare JIDs allowed to run the XEP-0133 admin commands."""
 
 
+DEFAULT_ARCHIVE_MAX_AGE_DAYS = 90
+DEFAULT_HISTORY_LENGTH = 20
+DEFAULT_ARCHIVE_FLUSH_INTERVAL = 0.5
+DEFAULT_ARCHIVE_BATCH_SIZE = 500
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchiveConfig:
+    """``[gateways.NAME.archive]``: the per-user message archive (XEP-0313, history on join)."""
+
+    enabled: bool = True
+    max_age_days: int = DEFAULT_ARCHIVE_MAX_AGE_DAYS
+    """Lines older than this are pruned; 0 keeps them forever."""
+    history_length: int = DEFAULT_HISTORY_LENGTH
+    """Lines of history sent on join when the client asks for no number (XEP-0045 §7.2.15)."""
+    flush_interval: float = DEFAULT_ARCHIVE_FLUSH_INTERVAL
+    """Seconds a recorded line may wait in memory before its batch is written."""
+    batch_size: int = DEFAULT_ARCHIVE_BATCH_SIZE
+    """Rows written in one transaction; a full batch is written at once."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatewayConfig:
     """One plugin instance attached to the server under its own component JID."""
@@ -97,6 +118,7 @@ class GatewayConfig:
     allowed_users: tuple[str, ...] = ()
     """Domains (``example.org``) or JID patterns (``*@example.org``, ``alice@example.org``);
     empty allows everyone."""
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -201,6 +223,27 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else f"must be greater than 0, got {value}"
 
 
+def _not_negative(value: float) -> str | None:
+    return None if value >= 0 else f"must be 0 or more, got {value}"
+
+
+def _batch_size(value: int) -> str | None:
+    return None if 1 <= value <= 10000 else f"must be between 1 and 10000, got {value}"
+
+
+def _read_archive(table: _Reader) -> ArchiveConfig:
+    archive = table.table_of("archive")
+    config = ArchiveConfig(
+        enabled=archive.get("enabled", bool, True),
+        max_age_days=archive.get("max_age_days", int, DEFAULT_ARCHIVE_MAX_AGE_DAYS, _not_negative),
+        history_length=archive.get("history_length", int, DEFAULT_HISTORY_LENGTH, _not_negative),
+        flush_interval=archive.get("flush_interval", float, DEFAULT_ARCHIVE_FLUSH_INTERVAL, _positive),
+        batch_size=archive.get("batch_size", int, DEFAULT_ARCHIVE_BATCH_SIZE, _batch_size),
+    )
+    archive.finish()
+    return config
+
+
 def _jid(value: str) -> str | None:
     try:
         parsed = parse_jid(value)
@@ -243,6 +286,7 @@ def _read_gateway(root: _Reader, name: str, server: ServerConfig) -> GatewayConf
         keepalive=table.get("keepalive", float, DEFAULT_KEEPALIVE, _positive),
         allowed_users=allowed,
         registration_changes=table.get("registration_changes", bool, True),
+        archive=_read_archive(table),
         # A private, read-only copy: the frozen config must not share mutable state.
         options=MappingProxyType(copy.deepcopy(table.get("options", dict, {}))),
     )

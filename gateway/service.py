@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.words.protocols.jabber import xmlstream
 
 from gateway.access import UserPolicy
+from gateway.archive import Archive
 from gateway.component import ComponentConnection, ConnectionSettings
 from gateway.config import Config, GatewayConfig
 from gateway.plugin import PluginContext, PluginFactory
@@ -28,6 +29,7 @@ from gateway.xep.gateway_identity import GatewayIdentity
 from gateway.xep.iq_gateway import IqGatewayHandler
 from gateway.xep.muc import MucHandler
 from gateway.xep.muc_admin import MucAdminHandler
+from gateway.xep.muc_history import MucHistory
 from gateway.xep.ping import PingHandler
 from gateway.xep.register import RegisterHandler
 from gateway.xep.version import VersionHandler
@@ -88,11 +90,17 @@ class GatewayService:
             )
         )
         self.sessions.attach_plugin(self.plugin)
+        # The per-user archive; ``archive.should_record`` is the per-room "record history" hook.
+        self.archive = Archive(gateway_jid=gateway.jid, database=database, clock=reactor,
+                               config=gateway.archive)
+        self.sessions.archive = self.archive
         secret_fields = frozenset(f.var for f in self.plugin.registration_fields if f.secret)
         self.router = Router(self.connection.send, reactor, secret_fields=secret_fields)
         self.sessions.attach_router(self.router)
         name = gateway.display_name or f"{self.plugin.name} gateway"
-        self.muc = MucHandler(sessions=self.sessions, identity_type=self.plugin.identity_type, name=name)
+        self.muc = MucHandler(sessions=self.sessions, identity_type=self.plugin.identity_type, name=name,
+                              archive=self.archive,
+                              history=MucHistory(self.archive, default_length=gateway.archive.history_length))
         for handler in (
             DiscoHandler(lambda: self.router.handlers),
             GatewayIdentity(gateway.jid, self.plugin.identity_type, name),
@@ -126,10 +134,12 @@ class GatewayService:
 
     def start(self) -> None:
         log.info("%s: starting the %s plugin", self.jid, self.plugin.name)
+        self.archive.start()
         self.connection.start()
 
     async def stop(self) -> None:
         """Graceful stop: tell users, log legacy sessions out, then close the stream."""
         await self.sessions.shutdown()
+        await self.archive.stop()  # every recorded line is written before the database stops
         self.router.cancel_requests()
         await self.connection.stop()

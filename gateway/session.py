@@ -118,6 +118,8 @@ class Sessions:
         self.roster: RosterManager = None  # type: ignore[assignment]
         self.users: dict[str, UserState] = {}
         self.muc: Any = None
+        self.archive: Any = None
+        """The user archive (gateway.archive.Archive): 1:1 chats are recorded here too."""
         self.senders: OrderedDict[tuple[str, str], str] = OrderedDict()
         """(user, stanza id) -> the full JID that sent it: errors go back to that resource,
         because a server drops a message error addressed to a bare JID (RFC 6121 §8.5.2.1.1)."""
@@ -561,19 +563,27 @@ class Sessions:
                 self.senders.popitem(last=False)
         outgoing = OutgoingMessage(contact=address, body=body, xmpp_id=message.id or "")
         try:
-            await state.session.send_message(outgoing)
+            legacy_id = await state.session.send_message(outgoing)
         except LegacyError as exc:
             self.send(error_reply(element, exc.condition, exc.text or None))
         except NotImplementedError:
             self.send(error_reply(element, "feature-not-implemented"))
+        else:
+            if self.archive is not None:
+                try:
+                    contact = self.contact_jid(address)
+                except ValueError:
+                    return
+                self.archive.record(user, address, contact, sender=user, body=body, direction="out",
+                                    legacy_id=legacy_id if isinstance(legacy_id, str) else "")
 
     # -- legacy -> XMPP (GatewayEvents) ------------------------------------------------------
 
     def emit(self, event: LegacyEvent) -> None:
         state = self.users.get(event.user)
         if isinstance(event, ROOM_EVENTS):
-            if state is not None and self.muc is not None:
-                self.muc.deliver(state, event)
+            if self.muc is not None:
+                self.muc.deliver(state, event)  # a room line is archived even for an unknown user
             return
         if state is None or (state.session is None and not isinstance(event, SessionLost)):
             if state is not None and state.logging_in:
@@ -592,9 +602,19 @@ class Sessions:
         user = state.user
         match event:
             case MessageReceived():
-                message = stanza("message", sender=self.contact_jid(event.contact), recipient=user,
-                                 type_="chat", id_=event.legacy_id or uuid.uuid4().hex)
+                contact = self.contact_jid(event.contact)
+                stanza_id = None
+                if self.archive is not None:
+                    stanza_id = self.archive.record(user, event.contact, contact, sender=contact,
+                                                    body=event.body, direction="in",
+                                                    legacy_id=event.legacy_id)
+                message = stanza("message", sender=contact, recipient=user,
+                                 type_="chat", id_=event.legacy_id or stanza_id or uuid.uuid4().hex)
                 message.addElement("body", content=xml_safe(event.body))
+                if stanza_id:
+                    # XEP-0359: its id in the archive MAM serves on the contact JID.
+                    sid = message.addElement(("urn:xmpp:sid:0", "stanza-id"))
+                    sid["by"], sid["id"] = contact, stanza_id
                 self.send(message)
             case ContactPresence():
                 contact = self.contact_jid(event.contact)

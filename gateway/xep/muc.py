@@ -11,7 +11,10 @@ room events (gateway.plugin); this module owns every MUC rule on the XMPP side:
   resource gets every event, and the legacy room is left when the last one leaves;
 * groupchat (§7.4): the user's lines are reflected to every joined resource with
   the client's id (first line) and origin-id, one id per legacy line, the same for
-  every resource, and a stanza-id by the room (XEP-0359);
+  every resource, and a stanza-id by the room (XEP-0359) that is the line's id in
+  the user's archive (gateway.archive), as on lines from others;
+* history on join (§7.2.15, gateway.xep.muc_history) between the self-presence and
+  the subject; live events for that resource wait until the history is out;
 * nick changes (§7.6, status 303), exits (§7.14, 110), kicks (§8.2, 307);
 * XEP-0410 self-ping and room disco#info (§6.4).
 """
@@ -22,6 +25,8 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.words.protocols.jabber.error import StanzaError
@@ -48,8 +53,13 @@ from gateway.plugin import (
 from gateway.router import IqRequest, Stanza
 from gateway.session import Sessions, UserState
 from gateway.stanzas import child_text, error_reply, stanza, xml_safe
+from gateway.xep.delay import add_delay
 from gateway.xep.disco import DiscoItem, Identity
 from gateway.xep.escaping import escape_localpart, unescape_localpart
+from gateway.xep.muc_history import HistoryRequest, MucHistory
+
+if TYPE_CHECKING:
+    from gateway.archive import Archive
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +93,23 @@ class RoomState:
     occupants: dict[str, Occupant] = field(default_factory=dict)
     subject: str = ""
     subject_by: str = ""
+    history: dict[str, HistoryRequest] = field(default_factory=dict)
+    """Resource waiting for the join -> the history it asked for (§7.2.15)."""
+    held: dict[str, list[domish.Element]] = field(default_factory=dict)
+    """Resource getting its history -> live stanzas that wait for it to finish."""
 
 
 class MucHandler:
     """Presences, groupchat and disco for room JIDs of one gateway."""
 
-    def __init__(self, *, sessions: Sessions, identity_type: str, name: str) -> None:
+    def __init__(self, *, sessions: Sessions, identity_type: str, name: str,
+                 archive: Archive | None = None, history: MucHistory | None = None) -> None:
         self.sessions = sessions
         self.gateway_jid = sessions.gateway_jid
         self.identity_type = identity_type
         self.name = name
+        self.archive = archive
+        self.history = history
         sessions.attach_muc(self)
 
     # -- addressing -------------------------------------------------------------------
@@ -153,16 +170,19 @@ class MucHandler:
     async def _join(self, state: UserState, presence: Stanza, address: str, nick: str) -> None:
         resource = presence.sender.full()
         room = state.rooms.get(address)
+        history = HistoryRequest.from_presence(presence.element)
         if room is not None and room.joined:
             # Already in the room (another resource, or a client that lost track): full state.
             room.resources.add(resource)
-            self._send_state(room, resource, requested=nick)
+            self._send_state(room, resource, requested=nick, history=history)
             return
         if room is not None:
             room.requested[resource] = nick
+            room.history[resource] = history
             return
         room = RoomState(address=address, jid=self.room_jid(address), nick=nick)
         room.requested[resource] = nick
+        room.history[resource] = history
         state.rooms[address] = room
         password = ""
         for x in presence.element.elements(NS_MUC, "x"):
@@ -190,6 +210,8 @@ class MucHandler:
 
     async def _leave(self, state: UserState, room: RoomState, resource: str, status: str) -> None:
         room.requested.pop(resource, None)
+        room.history.pop(resource, None)
+        room.held.pop(resource, None)
         if resource not in room.resources:
             return
         room.resources.discard(resource)
@@ -261,8 +283,9 @@ class MucHandler:
                 item["jid"] = resource
         self.sessions.send(element)
 
-    def _send_state(self, room: RoomState, resource: str, *, requested: str) -> None:
-        """§7.2.3-§7.2.16: others, then self (110, 210 if renamed), then the subject."""
+    def _send_state(self, room: RoomState, resource: str, *, requested: str,
+                    history: HistoryRequest | None = None) -> None:
+        """§7.2.3-§7.2.16: others, then self (110, 210 if renamed), then history, then the subject."""
         for occupant in room.occupants.values():
             self.sessions.send(self._occupant_presence(room, occupant, resource))
         codes = [NON_ANONYMOUS]
@@ -272,15 +295,53 @@ class MucHandler:
         subject = stanza("message", sender=f"{room.jid}/{room.subject_by}" if room.subject_by else room.jid,
                          recipient=resource, type_="groupchat", id_=uuid.uuid4().hex)
         subject.addElement("subject", content=xml_safe(room.subject))
-        self.sessions.send(subject)
+        if self.history is None or not self.history.archive.enabled:
+            self.sessions.send(subject)
+            return
+        # The history is read off the reactor; live stanzas for this resource wait meanwhile.
+        held: list[domish.Element] = []
+        room.held[resource] = held
+        user = parse_jid(resource).userhost()
+        reading = ensureDeferred(self.history.stanzas(user, room.jid, resource, history or HistoryRequest()))
+
+        def send(lines: list[domish.Element]) -> None:
+            if room.held.get(resource) is not held:
+                return  # the resource left (or the room went) meanwhile
+            del room.held[resource]
+            live = {sid.getAttribute("id") for element in held
+                    for sid in element.elements(NS_STANZA_ID, "stanza-id")}
+            for line in lines:
+                ids = {sid.getAttribute("id") for sid in line.elements(NS_STANZA_ID, "stanza-id")}
+                if not ids & live:  # also shown live, after the subject
+                    self.sessions.send(line)
+            self.sessions.send(subject)
+            for element in held:
+                self.sessions.send(element)
+
+        def failed(failure) -> None:
+            log.error("history for %s in %s failed: %s", resource, room.jid, failure.getErrorMessage())
+            send([])
+
+        reading.addCallbacks(send, failed)
 
     def _to_all(self, room: RoomState, build) -> None:
         for resource in sorted(room.resources):
-            self.sessions.send(build(resource))
+            held = room.held.get(resource)
+            if held is not None:
+                held.append(build(resource))
+            else:
+                self.sessions.send(build(resource))
 
     # -- legacy events -----------------------------------------------------------------
 
-    def deliver(self, state: UserState, event: RoomEvent) -> None:
+    def deliver(self, state: UserState | None, event: RoomEvent) -> None:
+        """A room event for a user; ``state`` is ``None`` for a user unknown to the core (the
+        line is still archived: the legacy side keeps the user in the room)."""
+        if isinstance(event, RoomMessage):
+            self._room_message(state, event)
+            return
+        if state is None:
+            return
         if isinstance(event, RoomInvitation):
             self._invited(state, event)
             return
@@ -298,7 +359,7 @@ class MucHandler:
                 requested, room.requested = room.requested, {}
                 for resource, nick in requested.items():
                     room.resources.add(resource)
-                    self._send_state(room, resource, requested=nick)
+                    self._send_state(room, resource, requested=nick, history=room.history.pop(resource, None))
             case RoomJoinFailed():
                 self._join_failed(state, room, event.condition, event.text)
             case RoomLeft():
@@ -322,7 +383,7 @@ class MucHandler:
             case RoomInvitation():
                 pass  # handled before the room lookup: the user is not in that room
             case RoomMessage():
-                self._room_message(room, event)
+                pass  # handled before the room lookup: archived even with no room state
             case SubjectChanged():
                 room.subject, room.subject_by = event.subject, event.nick
                 message_id = uuid.uuid4().hex
@@ -355,19 +416,53 @@ class MucHandler:
             room, occupant, r, type_="unavailable", codes=[NICK_CHANGED], nick=event.new_nick))
         self._to_all(room, lambda r: self._occupant_presence(room, renamed, r))
 
-    def _room_message(self, room: RoomState, event: RoomMessage) -> None:
-        message_id = event.legacy_id or uuid.uuid4().hex
-        stanza_id = uuid.uuid4().hex
+    def _room_message(self, state: UserState | None, event: RoomMessage) -> None:
+        """A line in a room: archived for the user at once, whether or not a resource is
+        online (a persistent room keeps recording), then shown to the joined resources."""
+        room = state.rooms.get(event.room) if state is not None else None
         body = f"[notice] {event.body}" if event.notice else event.body
+        try:
+            room_jid = room.jid if room is not None else self.room_jid(event.room)
+        except ValueError:
+            log.debug("line for %s in %r: not a room JID", event.user, event.room)
+            return
+        if event.backfill:
+            if self.archive is None:
+                return  # nothing to tell a backfilled line from one already shown
+            # Room system lines (no nick) are not archived, as in Biboumi: no stanza-id either.
+            self.archive.backfill(event.user, event.room, room_jid, sender=event.nick, body=body,
+                                  legacy_id=event.legacy_id, timestamp=event.timestamp).addCallback(
+                lambda stanza_id: None if stanza_id is None else self._show_line(
+                    state, event, body, stanza_id if event.nick else None))
+            return
+        stanza_id = None
+        if self.archive is not None and event.nick:
+            stanza_id = self.archive.record(event.user, event.room, room_jid, sender=event.nick, body=body,
+                                            direction="in", legacy_id=event.legacy_id,
+                                            timestamp=event.timestamp)
+        if room is None:
+            log.debug("RoomMessage for %s in %s: archived only, not in that room", event.user, event.room)
+            return
+        self._show_line(state, event, body, stanza_id)
 
+    def _show_line(self, state: UserState | None, event: RoomMessage, body: str,
+                   stanza_id: str | None) -> None:
+        room = state.rooms.get(event.room) if state is not None else None
+        if room is None:
+            return
+        message_id = event.legacy_id or stanza_id or uuid.uuid4().hex
         sender = f"{room.jid}/{event.nick}" if event.nick else room.jid
 
         def build(resource: str) -> domish.Element:
             element = stanza("message", sender=sender, recipient=resource,
                              type_="groupchat", id_=message_id)
             element.addElement("body", content=xml_safe(body))
-            sid = element.addElement((NS_STANZA_ID, "stanza-id"))
-            sid["by"], sid["id"] = room.jid, stanza_id
+            if event.timestamp is not None or event.backfill:
+                # XEP-0203: the legacy side says when it was said (server-time, chathistory).
+                add_delay(element, event.timestamp or datetime.now(UTC), room.jid)
+            if stanza_id:
+                sid = element.addElement((NS_STANZA_ID, "stanza-id"))
+                sid["by"], sid["id"] = room.jid, stanza_id
             return element
 
         self._to_all(room, build)
@@ -474,19 +569,24 @@ class MucHandler:
             return True
         origin_id = next((c.getAttribute("id") for c in element.elements(NS_STANZA_ID, "origin-id")), None)
         for index, line in enumerate(lines):
+            stanza_id = None
+            if self.archive is not None:
+                stanza_id = self.archive.record(user, address, room.jid, sender=room.nick, body=line.text,
+                                                direction="out", legacy_id=line.legacy_id)
             # One id per legacy line, the same for every resource; the client's id on the first.
-            message_id = (message.id if index == 0 and message.id else line.legacy_id) or uuid.uuid4().hex
-            stanza_id = uuid.uuid4().hex
+            message_id = ((message.id if index == 0 and message.id else line.legacy_id) or stanza_id
+                          or uuid.uuid4().hex)
 
             def reflection(target: str, text: str = line.text, message_id: str = message_id,
-                           stanza_id: str = stanza_id, first: bool = index == 0) -> domish.Element:
+                           stanza_id: str | None = stanza_id, first: bool = index == 0) -> domish.Element:
                 reflected = stanza("message", sender=f"{room.jid}/{room.nick}", recipient=target,
                                    type_="groupchat", id_=message_id)
                 reflected.addElement("body", content=xml_safe(text))
                 if origin_id and first:
                     reflected.addElement((NS_STANZA_ID, "origin-id"))["id"] = origin_id
-                sid = reflected.addElement((NS_STANZA_ID, "stanza-id"))
-                sid["by"], sid["id"] = room.jid, stanza_id
+                if stanza_id:
+                    sid = reflected.addElement((NS_STANZA_ID, "stanza-id"))
+                    sid["by"], sid["id"] = room.jid, stanza_id
                 return reflected
 
             self._to_all(room, reflection)
@@ -570,4 +670,5 @@ class MucHandler:
                     self.sessions.send(self._occupant_presence(room, occupant, resource, type_="unavailable"))
             for resource in sorted(room.resources):
                 self._self_presence(room, resource, type_="unavailable", codes=[SERVICE_SHUTDOWN])
+            room.held.clear()
         state.rooms.clear()

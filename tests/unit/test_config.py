@@ -32,6 +32,8 @@ def test_minimal_config_has_defaults(tmp_path):
     [gateway] = config.gateways
     assert (gateway.plugin, gateway.jid, gateway.server.port) == ("echo", "echo.example.org", 5347)
     assert gateway.max_backoff == 60.0
+    assert (gateway.archive.enabled, gateway.archive.max_age_days, gateway.archive.history_length) == (
+        True, 90, 20)
     assert config.database.url.startswith("sqlite:///")
 
 
@@ -44,6 +46,16 @@ def test_minimal_config_has_defaults(tmp_path):
     ("[logging]\nlevel = 'loud'\n" + MINIMAL, "logging.level", "must be one of"),
     ("[database]\nurl = 'mysql://x'\n" + MINIMAL, "database.url", "not supported"),
     (MINIMAL + "allowed_users = ['a b']\n", "gateways.echo.allowed_users", "not a domain"),
+    (MINIMAL + "[gateways.echo.archive]\nenabled = 'yes'\n", "gateways.echo.archive.enabled", "true or false"),
+    (MINIMAL + "[gateways.echo.archive]\nmax_age_days = -1\n", "gateways.echo.archive.max_age_days",
+     "0 or more"),
+    (MINIMAL + "[gateways.echo.archive]\nhistory_length = 2.5\n", "gateways.echo.archive.history_length",
+     "expected an integer"),
+    (MINIMAL + "[gateways.echo.archive]\nbatch_size = 0\n", "gateways.echo.archive.batch_size",
+     "between 1 and 10000"),
+    (MINIMAL + "[gateways.echo.archive]\nflush_interval = 0\n", "gateways.echo.archive.flush_interval",
+     "greater than 0"),
+    (MINIMAL + "[gateways.echo.archive]\nkeep = true\n", "gateways.echo.archive.keep", "unknown key"),
     ("", "gateways", "at least one"),
 ])
 def test_errors_name_key_and_problem(tmp_path, text, key, problem):
