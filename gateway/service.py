@@ -27,6 +27,7 @@ from gateway.xep.commands import CommandsHandler
 from gateway.xep.disco import DiscoHandler
 from gateway.xep.gateway_identity import GatewayIdentity
 from gateway.xep.iq_gateway import IqGatewayHandler
+from gateway.xep.mam import MamHandler
 from gateway.xep.muc import MucHandler
 from gateway.xep.muc_admin import MucAdminHandler
 from gateway.xep.muc_history import MucHistory
@@ -117,6 +118,7 @@ class GatewayService:
             self.sessions.roster,
             self.muc,
             MucAdminHandler(self.muc),
+            MamHandler(sessions=self.sessions, muc=self.muc, archive=self.archive),
             self.sessions,
         ):
             self.router.add_handler(handler)
