@@ -198,11 +198,11 @@ class Archive:
             self._recent.popitem(last=False)
 
     def backfill(self, user: str, address: str, with_jid: str, *, sender: str, body: str,
-                 legacy_id: str, timestamp: datetime | None) -> Deferred[str | None]:
+                 legacy_id: str, timestamp: datetime | None, record: bool = True) -> Deferred[str | None]:
         """A line fetched after the fact: fires with ``""`` or its archive id when it is new
         (show it), ``None`` when that legacy id is already known (drop it). Lines of one
-        conversation are answered in the order they came."""
-        record = self.should_record(user, address)
+        conversation are answered in the order they came. ``record=False``: dedupe only."""
+        record = record and self.should_record(user, address)
         row = ArchiveRow(self.gateway_jid, user, with_jid, uuid.uuid4().hex, legacy_id,
                          timestamp or self.now(), "in", sender, body)
         item = _Backfill(row, record, Deferred())

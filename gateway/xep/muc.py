@@ -431,9 +431,9 @@ class MucHandler:
                 return  # nothing to tell a backfilled line from one already shown
             # Room system lines (no nick) are not archived, as in Biboumi: no stanza-id either.
             self.archive.backfill(event.user, event.room, room_jid, sender=event.nick, body=body,
-                                  legacy_id=event.legacy_id, timestamp=event.timestamp).addCallback(
-                lambda stanza_id: None if stanza_id is None else self._show_line(
-                    state, event, body, stanza_id if event.nick else None))
+                                  legacy_id=event.legacy_id, timestamp=event.timestamp,
+                                  record=bool(event.nick)).addCallback(
+                lambda stanza_id: None if stanza_id is None else self._show_line(event, body, stanza_id))
             return
         stanza_id = None
         if self.archive is not None and event.nick:
@@ -443,10 +443,12 @@ class MucHandler:
         if room is None:
             log.debug("RoomMessage for %s in %s: archived only, not in that room", event.user, event.room)
             return
-        self._show_line(state, event, body, stanza_id)
+        self._show_line(event, body, stanza_id)
 
-    def _show_line(self, state: UserState | None, event: RoomMessage, body: str,
-                   stanza_id: str | None) -> None:
+    def _show_line(self, event: RoomMessage, body: str, stanza_id: str | None) -> None:
+        """Show a line to the user's joined resources (looked up now: a backfilled line
+        comes back after a database round trip)."""
+        state = self.sessions.users.get(event.user)
         room = state.rooms.get(event.room) if state is not None else None
         if room is None:
             return

@@ -239,3 +239,26 @@ def test_private_chats_are_archived_both_ways():
     assert matches(message, f"/message/stanza-id[@by='carol@{GW}']")
     assert stanza_id(message) == archived[1].stanza_id
     server.service.connection.stop()
+
+
+def test_backfilled_room_lines_are_deduplicated_but_not_archived(server):
+    """A backfilled line from the room itself (no nick) is shown once, with no stanza-id, never archived."""
+    join(server)
+    for _ in range(2):
+        say(server, "Mode +o bob", nick="", legacy_id="sys1", backfill=True,
+            timestamp=datetime.now(UTC) - timedelta(minutes=5))
+    server.clock.advance(0)
+    [shown] = server.sent()
+    assert stanza_id(shown) is None and matches(shown, "/message/delay")
+    server.clock.advance(1)
+    assert rows(server) == []
+
+
+def test_backfill_for_a_room_left_meanwhile_is_archived_not_shown(server):
+    """A backfilled line whose room is gone by the time it is checked is archived only."""
+    join(server)
+    say(server, "late", legacy_id="b1", backfill=True, timestamp=datetime.now(UTC))
+    sent = send(server, f"<presence type='unavailable' from='{ALICE}/phone' to='{ROOM}/alice'/>")
+    server.clock.advance(1)
+    assert not [s for s in sent + server.sent() if s.name == "message"]
+    assert [r.legacy_id for r in rows(server)] == ["b1"]
