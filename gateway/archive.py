@@ -72,13 +72,17 @@ class ArchiveWriter:
         self._writing = False
         self._waiters: list[tuple[int, Deferred[None]]] = []
         self.batches_written = 0
+        self.dropped = 0
 
     def add(self, row: ArchiveRow) -> None:
         if len(self._queue) >= self.max_pending:
             # The database is far behind: bound the memory, keep the newest lines.
             self._queue.pop(0)
             self._done += 1
-            log.warning("archive writer is %d rows behind: dropping the oldest", self.max_pending)
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 10000 == 0:
+                log.warning("archive writer is %d rows behind: %d oldest lines dropped so far",
+                            self.max_pending, self.dropped)
         self._queue.append(row)
         self._queued += 1
         if len(self._queue) >= self.batch_size:

@@ -6,8 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import Clock
 
+from gateway.archive import ArchiveWriter
 from gateway.plugin import RoomMessage
 from gateway.store import archive_repository
 from gateway.store.archive_repository import ArchiveRow
@@ -262,3 +264,49 @@ def test_backfill_for_a_room_left_meanwhile_is_archived_not_shown(server):
     server.clock.advance(1)
     assert not [s for s in sent + server.sent() if s.name == "message"]
     assert [r.legacy_id for r in rows(server)] == ["b1"]
+
+
+class ManualDatabase:
+    """Database.run whose calls complete only when the test says so."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list, Deferred]] = []
+
+    def run(self, fn, rows):
+        done: Deferred = Deferred()
+        self.calls.append((list(rows), done))
+        return done
+
+
+def row(n: int) -> ArchiveRow:
+    return ArchiveRow(GW, ALICE, ROOM, f"s{n}", "", datetime.now(UTC), "in", "bob", f"line {n}")
+
+
+def test_writer_keeps_one_batch_in_flight_and_flush_waits_only_for_earlier_rows():
+    """One batch at a time (so they commit in order); flush() fires once the rows queued before it
+    are written, without waiting for rows added later."""
+    database = ManualDatabase()
+    writer = ArchiveWriter(database, Clock(), batch_size=2, interval=1.0)
+    for n in range(3):
+        writer.add(row(n))
+    assert [len(rows) for rows, _ in database.calls] == [2]
+    flushed = writer.flush()
+    writer.add(row(3))
+    writer.add(row(4))
+    assert len(database.calls) == 1 and not flushed.called
+    database.calls[0][1].callback(2)
+    assert [len(rows) for rows, _ in database.calls] == [2, 2]  # rows 2-3, in order
+    database.calls[1][1].callback(2)
+    assert flushed.called
+    assert [r.body for r in database.calls[1][0]] == ["line 2", "line 3"]
+
+
+def test_writer_memory_is_bounded_when_the_database_stalls():
+    """A stalled database: the queue stops growing at its bound, dropping the oldest rows."""
+    database = ManualDatabase()
+    writer = ArchiveWriter(database, Clock(), batch_size=2, interval=1.0)
+    for n in range(writer.max_pending + 50):
+        writer.add(row(n))
+    assert len(writer._queue) == writer.max_pending
+    assert writer.dropped == 50 - 2  # the first batch is in flight, not queued
+    assert writer._queue[-1].body == f"line {writer.max_pending + 49}"
