@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 MAX_PENDING_BATCHES = 50
 #: Legacy ids remembered for backfill dedupe without a database round trip.
 RECENT_LEGACY_IDS = 20000
-#: Pruning: first run after start, then every hour, deleting in chunks.
-PRUNE_DELAY = 60.0
+#: Pruning: at start, then at most hourly after a batch is written (no timer ticks while idle:
+#: an idle archive does not grow), deleting in chunks.
 PRUNE_INTERVAL = 3600.0
 PRUNE_CHUNK = 5000
 
@@ -58,8 +58,10 @@ class ArchiveWriter:
     logged): history and MAM call it before reading, so they see every line.
     """
 
-    def __init__(self, database: Any, clock: IReactorTime, *, batch_size: int, interval: float) -> None:
+    def __init__(self, database: Any, clock: IReactorTime, *, batch_size: int, interval: float,
+                 after_write: Callable[[], object] | None = None) -> None:
         self.database = database
+        self.after_write = after_write
         self.clock = clock
         self.batch_size = batch_size
         self.interval = interval
@@ -131,6 +133,8 @@ class ArchiveWriter:
             self._writing = False
         if self._queue and self._timer is None:
             self._timer = self.clock.callLater(self.interval, self._on_timer)
+        if self.after_write is not None:
+            self.after_write()
 
     def _wake(self) -> None:
         ready = [waiter for target, waiter in self._waiters if target <= self._done]
@@ -166,12 +170,13 @@ class Archive:
         self.config = config
         self.should_record: ShouldRecord = should_record or (lambda user, address: config.enabled)
         self.writer = ArchiveWriter(database, clock, batch_size=config.batch_size,
-                                    interval=config.flush_interval)
+                                    interval=config.flush_interval, after_write=self._maybe_prune)
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._recent: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._backfills: dict[tuple[str, str], list[_Backfill]] = {}
         self._backfilling: set[tuple[str, str]] = set()
-        self._prune_call: IDelayedCall | None = None
+        self._last_prune: float | None = None
+        self._pruning = False
         self._running = False
 
     @property
@@ -261,38 +266,41 @@ class Archive:
 
     def start(self) -> None:
         self._running = True
-        if self.config.max_age_days > 0:
-            self._prune_call = self.clock.callLater(PRUNE_DELAY, self._prune_soon)
+        self._maybe_prune()
 
-    def _prune_soon(self) -> None:
-        self._prune_call = None
+    def _maybe_prune(self) -> None:
+        """Prune if it is due: at start, then at most every :data:`PRUNE_INTERVAL` seconds."""
+        if not self._running or self._pruning or self.config.max_age_days <= 0:
+            return
+        now = self.clock.seconds()
+        if self._last_prune is not None and now - self._last_prune < PRUNE_INTERVAL:
+            return
+        self._last_prune = now
         ensureDeferred(self.prune()).addErrback(lambda f: log.error("pruning the archive failed: %s",
                                                                     f.getErrorMessage()))
 
     async def prune(self) -> int:
-        """Delete lines older than ``max_age_days``, a chunk per transaction; reschedules itself."""
+        """Delete lines older than ``max_age_days``, a chunk per transaction, off the reactor."""
         deleted = 0
+        if self.config.max_age_days <= 0:
+            return 0
+        self._pruning = True
         try:
-            if self.config.max_age_days > 0:
-                before = self.now() - timedelta(days=self.config.max_age_days)
-                while True:
-                    count = await self.database.run(repo.prune, self.gateway_jid, before, PRUNE_CHUNK)
-                    deleted += count
-                    if count < PRUNE_CHUNK or not self._running:
-                        break
-                if deleted:
-                    log.info("pruned %d archived lines older than %d days", deleted, self.config.max_age_days)
+            before = self.now() - timedelta(days=self.config.max_age_days)
+            while True:
+                count = await self.database.run(repo.prune, self.gateway_jid, before, PRUNE_CHUNK)
+                deleted += count
+                if count < PRUNE_CHUNK or not self._running:
+                    break
         finally:
-            if self._running and self.config.max_age_days > 0 and self._prune_call is None:
-                self._prune_call = self.clock.callLater(PRUNE_INTERVAL, self._prune_soon)
+            self._pruning = False
+        if deleted:
+            log.info("pruned %d archived lines older than %d days", deleted, self.config.max_age_days)
         return deleted
 
     async def stop(self) -> None:
-        """Write what is queued and cancel the timers (graceful shutdown)."""
+        """Write what is queued (graceful shutdown); no timer is left behind."""
         self._running = False
-        if self._prune_call is not None and self._prune_call.active():
-            self._prune_call.cancel()
-        self._prune_call = None
         await self.writer.stop()
 
 

@@ -200,27 +200,51 @@ def test_backfill_is_deduplicated_by_legacy_id(server):
 
 
 def test_pruning_by_age():
-    """Lines older than max_age_days are pruned periodically, off the reactor; younger ones stay."""
-    server = make_server({"max_age_days": 7})
+    """Lines older than max_age_days are pruned at start, then again once an hour has passed and
+    a batch is written; younger ones stay; no timer waits for it."""
+    server, database = build_gateway("tests.fakenet:FakeNetPlugin", options=OPTIONS,
+                                     extra={"archive": {"max_age_days": 7}})
+    server.database = database
     now = datetime.now(UTC)
-    with server.database.sessionmaker.begin() as session:
+    with database.sessionmaker.begin() as session:
         archive_repository.insert_rows(session, [
             ArchiveRow(GW, ALICE, ROOM, f"s{days}", "", now - timedelta(days=days), "in", "bob", f"{days} days")
             for days in (1, 6, 8, 30)])
-    server.clock.advance(60)
+    server.service.start()
+    server.handshake()
+    server.sent()
     assert sorted(r.body for r in rows(server)) == ["1 days", "6 days"]
-    assert any(c.active() and c.getTime() == pytest.approx(60 + 3600) for c in server.clock.getDelayedCalls())
+    with database.sessionmaker.begin() as session:
+        archive_repository.insert_rows(session, [ArchiveRow(GW, ALICE, ROOM, "s9", "", now - timedelta(days=9),
+                                                            "in", "bob", "9 days")])
+    join(server)
+    say(server, "soon after start")
+    server.clock.advance(1)
+    assert "9 days" in [r.body for r in rows(server)]  # not yet an hour since the last pruning
+    server.clock.advance(3600)
+    assert not [c for c in server.clock.getDelayedCalls() if c.active() and "prune" in repr(c.func)]
+    say(server, "an hour later")
+    server.clock.advance(1)
+    assert sorted(r.body for r in rows(server)) == ["1 days", "6 days", "an hour later", "soon after start"]
     server.service.connection.stop()
 
 
 def test_keep_forever_never_prunes():
-    """max_age_days = 0 keeps everything and schedules no pruning."""
-    server = make_server({"max_age_days": 0})
-    with server.database.sessionmaker.begin() as session:
+    """max_age_days = 0 keeps everything."""
+    server, database = build_gateway("tests.fakenet:FakeNetPlugin", options=OPTIONS,
+                                     extra={"archive": {"max_age_days": 0}})
+    server.database = database
+    with database.sessionmaker.begin() as session:
         archive_repository.insert_rows(session, [
             ArchiveRow(GW, ALICE, ROOM, "ancient", "", datetime(2001, 1, 1, tzinfo=UTC), "in", "bob", "x")])
+    server.service.start()
+    server.handshake()
+    join(server)
+    say(server, "new")
     server.clock.advance(100000)
-    assert len(rows(server)) == 1
+    say(server, "newer")
+    server.clock.advance(1)
+    assert len(rows(server)) == 3
     server.service.connection.stop()
 
 
