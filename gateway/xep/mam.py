@@ -130,13 +130,16 @@ class MamHandler:
                 sender = with_jid.resource
             elif with_jid.userhost() not in ((archive_jid,) if is_room else (archive_jid, user)):
                 return _fin([], complete=True, count=0)  # nobody else is in this archive
+        ids = tuple(value.strip() for value in fields.get("ids", ()))
+        if len(ids) > MAX_PAGE or not all(ids):
+            raise StanzaError("bad-request", text=f"ids: 1 to {MAX_PAGE} non-empty ids")
         page_set = next(payload.elements(NS_RSM, "set"), None)
         limit, after, before, index = _rsm(page_set)
         try:
             page = await self.archive.query(ArchiveQuery(
                 gateway=self.archive.gateway_jid, user=user, with_jid=archive_jid,
                 start=_stamp(fields, "start"), end=_stamp(fields, "end"), sender=sender,
-                ids=tuple(fields.get("ids", ())), after_id=_optional(fields, "after-id"),
+                ids=ids, after_id=_optional(fields, "after-id"),
                 before_id=_optional(fields, "before-id"), after=after, before=before, index=index,
                 limit=limit))
         except UnknownArchiveId as exc:

@@ -153,6 +153,7 @@ def test_own_lines_come_from_the_users_nick(server):
     (field("with", "a", "b"), "", "bad-request"),
     ("", "<max>many</max>", "bad-request"),
     (field("fulltext", "x"), "", "feature-not-implemented"),
+    (field("ids", *[f"id{n}" for n in range(101)]), "", "bad-request"),
 ])
 def test_errors(server, form, rsm, condition):
     """Unknown ids are item-not-found; malformed values bad-request; unknown fields feature-not-implemented."""
