@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from twisted.words.protocols.jabber.error import StanzaError
@@ -232,7 +233,7 @@ def _optional(fields: dict[str, list[str]], var: str) -> str | None:
     return _single(fields, var) if var in fields else None
 
 
-def _stamp(fields: dict[str, list[str]], var: str) -> Any:
+def _stamp(fields: dict[str, list[str]], var: str) -> datetime | None:
     if var not in fields:
         return None
     moment = parse_stamp(_single(fields, var))
