@@ -33,6 +33,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from gateway.config import ArchiveConfig
+from gateway.stanzas import xml_safe
 from gateway.store import archive_repository as repo
 from gateway.store.archive_repository import ArchiveQuery, ArchiveRecord, ArchiveRow, Direction, Page
 
@@ -195,8 +196,10 @@ class Archive:
         if not self.should_record(user, address):
             return None
         stanza_id = uuid.uuid4().hex
+        # xml_safe: what is stored is what can be shown, and PostgreSQL text refuses NUL
+        # (one such line would fail its whole batch).
         self.writer.add(ArchiveRow(self.gateway_jid, user, with_jid, stanza_id, legacy_id,
-                                   timestamp or self.now(), direction, sender, body))
+                                   timestamp or self.now(), direction, xml_safe(sender), xml_safe(body)))
         return stanza_id
 
     def _remember(self, user: str, with_jid: str, legacy_id: str) -> None:
@@ -213,7 +216,7 @@ class Archive:
         conversation are answered in the order they came. ``record=False``: dedupe only."""
         record = record and self.should_record(user, address)
         row = ArchiveRow(self.gateway_jid, user, with_jid, uuid.uuid4().hex, legacy_id,
-                         timestamp or self.now(), "in", sender, body)
+                         timestamp or self.now(), "in", xml_safe(sender), xml_safe(body))
         item = _Backfill(row, record, Deferred())
         key = (user, with_jid)
         self._backfills.setdefault(key, []).append(item)

@@ -144,3 +144,22 @@ def test_prune_in_chunks(database: Database) -> None:
     assert call(database, repo.prune, GW, T0 - timedelta(days=90), 3) == 0
     assert ids(call(database, repo.query, q())) == ["id10"]
     assert call(database, repo.query, ArchiveQuery(gateway="sip.example.org", user=ALICE, with_jid=ROOM)).count == 1
+
+
+def test_archive_keeps_what_xml_can_carry(database: Database) -> None:
+    """Lines with NUL and control codes are stored cleaned, on PostgreSQL too (its text refuses NUL)."""
+    from twisted.internet.task import Clock
+
+    from gateway.archive import Archive
+    from gateway.config import ArchiveConfig
+
+    class Inline:
+        def run(self, fn, *args):
+            from twisted.internet.defer import succeed
+
+            return succeed(call(database, fn, *args))
+
+    archive = Archive(gateway_jid=GW, database=Inline(), clock=Clock(), config=ArchiveConfig(batch_size=1))
+    archive.record(ALICE, "#chan%net", ROOM, sender="b\x00ob", body="a\x00b\x02c", direction="in")
+    [record] = call(database, repo.query, q()).records
+    assert (record.sender, record.body) == ("bob", "abc")
