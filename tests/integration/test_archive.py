@@ -223,3 +223,38 @@ async def test_mam_on_a_private_conversation(prosody, ngircd, tmp_path):
                         assert result_id(results[0]) == stanza_id(incoming)
 
     await as_deferred(scenario())
+
+
+@pytest_twisted.ensureDeferred
+async def test_lines_waiting_in_memory_are_written_at_stop(prosody, ngircd, tmp_path):
+    """With a long flush interval, lines still in memory at a graceful stop are written: after a
+    restart on the same database, the next join gets them as history with their stanza-ids."""
+    channel = unique("#stop")
+    archive = {"flush_interval": 600.0, "batch_size": 1000}
+
+    async def scenario() -> None:
+        async with raw_irc_client(ngircd, unique("kit")) as kit:
+            kit.send(f"JOIN {channel}")
+            await kit.read_until(lambda line: " 366 " in line)
+            jid, password = prosody.new_user("archstop")
+            alice = unique("alice")
+            async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=irc_options(ngircd),
+                                       extra={"archive": archive}):
+                async with connected_client(prosody, jid, password, send_presence=True) as client:
+                    async with joined(prosody, client, channel, alice) as room:
+                        await kit.read_until(lambda line: "JOIN" in line and alice in line)
+                        kit.send(f"PRIVMSG {channel} :before the restart")
+                        live = await room.wait(lambda s: s.name == "message"
+                                               and s["body"] == "before the restart")
+            async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=irc_options(ngircd),
+                                       extra={"archive": archive}):
+                async with connected_client(prosody, jid, password, send_presence=True) as client:
+                    room = Room(client, live["from"].bare)
+                    presence = client.make_presence(pto=f"{room.jid}/{alice}")
+                    presence.xml.append(presence.xml.makeelement(f"{{{NS_MUC}}}x", {}))
+                    presence.send()
+                    line = await room.wait(lambda s: s.name == "message" and s["body"] == "before the restart")
+                    assert stanza_id(line) == stanza_id(live)
+                    assert line.xml.find(f"{{{NS_DELAY}}}delay") is not None
+
+    await as_deferred(scenario())
