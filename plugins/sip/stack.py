@@ -268,6 +268,7 @@ class SipStack:
             endpoint = wrapClientTLS(optionsForClientTLS(name, trustRoot=trust), endpoint)
         protocol = SipStreamProtocol(self, peer.transport, tls_name=peer.tls_name)
         protocol.peer = peer
+        protocol.outbound = True
         return connectProtocol(endpoint, protocol)
 
     # -- MessageSink ------------------------------------------------------------------------------
@@ -297,14 +298,13 @@ class SipStack:
         self._transmit(serialize(response), _Destination(origin.peer, origin.connection))
 
     def connection_made(self, connection: SipStreamProtocol) -> None:
-        if connection.peer is not None and connection.peer in self._outbound.values():
+        if connection.outbound:
             return
-        if connection.factory is not None and isinstance(connection.factory, SipStreamFactory):
-            if len(self._accepted) >= self.settings.max_connections or not self.running:
-                log.warning("closing SIP connection from %s: too many connections", connection.peer)
-                connection.close()
-                return
-            self._accepted.add(connection)
+        if len(self._accepted) >= self.settings.max_connections or not self.running:
+            log.warning("closing SIP connection from %s: too many connections", connection.peer)
+            connection.close()
+            return
+        self._accepted.add(connection)
 
     def connection_lost(self, connection: SipStreamProtocol) -> None:
         self._accepted.discard(connection)

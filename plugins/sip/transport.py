@@ -133,9 +133,12 @@ class SipStreamProtocol(Protocol):
         self.parser = StreamParser(max_header_size=max_header_size, max_body_size=max_body_size)
         self.peer: Peer | None = None
         self.connected_ = False
+        self.outbound = False
+        """Opened by us (a client connection) rather than accepted by our listener."""
 
     def connectionMade(self) -> None:
-        self.peer = _peer_of(self.transport.getPeer(), self.transport_name, self.tls_name)
+        if self.peer is None:  # an outbound connection already knows its peer (and TLS name)
+            self.peer = _peer_of(self.transport.getPeer(), self.transport_name, self.tls_name)
         self.connected_ = True
         self.sink.connection_made(self)
 
