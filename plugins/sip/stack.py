@@ -197,6 +197,11 @@ class SipStack:
         suffix = "" if transport == "udp" else f";transport={'tcp' if transport == 'tcp' else 'tls'}"
         return f"{scheme}:{user}@{self.sent_by(transport)}{suffix}"
 
+    @property
+    def outbound_peers(self) -> frozenset[Peer]:
+        """The peers we hold an open TCP/TLS connection to."""
+        return frozenset(peer for peer, connection in self._outbound.items() if connection.connected_)
+
     def is_own_branch(self, branch: str | None) -> bool:
         """Whether a Via branch is one of our live client transactions (a loop, §8.2.2.2)."""
         if not branch:
