@@ -132,7 +132,7 @@ class SipSession:
         self.ua = UserAgent(plugin.stack, plugin.locator, settings)
         self.registration = RegistrationClient(self.ua, plugin.context.clock, contact_user=token,
                                                expires=plugin.expires, on_lost=self._lost)
-        self.contacts: OrderedDict[str, None] = OrderedDict()
+        self.contacts = plugin.contacts_of(user)
         self.active = False
 
     async def start(self) -> None:
@@ -149,6 +149,9 @@ class SipSession:
         self.active = True
         self.registration.start_refreshing(granted)
         log.info("%s registered as %s for %d s", self.user, self.settings.aor, granted)
+        # Held by the core until the login completes (docs/plugins.md, Timing).
+        for contact in self.contacts:
+            self._show(contact)
 
     def _lost(self, condition: str, text: str) -> None:
         log.info("SIP registration of %s lost: %s", self.user, text)
@@ -288,6 +291,7 @@ class SipPlugin:
         self.sessions: dict[str, SipSession] = {}
         """Contact token -> the logged-in session it reaches."""
         self.known_tokens: OrderedDict[str, str] = OrderedDict()
+        self._contacts: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
         """Contact token -> user, kept after logout: a MESSAGE for it then gets 480, not 404."""
 
     # -- addressing --------------------------------------------------------------------------------------
@@ -370,6 +374,14 @@ class SipPlugin:
         while len(self.known_tokens) > 10000:
             self.known_tokens.popitem(last=False)
         return session
+
+    def contacts_of(self, user: str) -> OrderedDict[str, None]:
+        """The contacts of ``user`` shown available while registered (in memory, bounded)."""
+        contacts = self._contacts.pop(user, None) or OrderedDict()
+        self._contacts[user] = contacts
+        while len(self._contacts) > 10000:
+            self._contacts.popitem(last=False)
+        return contacts
 
     def forget(self, session: SipSession) -> None:
         if self.sessions.get(session.token) is session:

@@ -238,11 +238,19 @@ async def test_address_translation_and_unregistration(prosody, kamailio, tmp_pat
 
                 await logged_in(client, recorder)
                 assert len(kamailio.contacts(sip_name)) == 1
+                # XEP-0100 §4.6: a contact the user adds is approved, subscribed back, and shown
+                # available while the SIP registration is up (no SIP presence yet).
+                bob_jid = f"bob\\40example.com@{GW}"
+                client.send_presence(pto=bob_jid, ptype="subscribe")
+                await recorder.wait_for(is_presence("subscribed", bob_jid))
+                await recorder.wait_for(is_presence("available", bob_jid))
+                start = len(recorder.stanzas)
                 iq = client.make_iq_set(ito=GW)
                 query = ET.Element(f"{{{NS_REGISTER}}}query")
                 ET.SubElement(query, f"{{{NS_REGISTER}}}remove")
                 iq.append(query)
                 await iq.send(timeout=10)
                 await eventually(lambda: kamailio.contacts(sip_name) == [], what="binding removed")
+                await recorder.wait_for(is_presence("unavailable", bob_jid), start=start)
 
     await as_deferred(scenario())

@@ -236,3 +236,20 @@ def test_over_long_bodies_are_refused_before_sending():
     failure = result.result
     result.addErrback(lambda _: None)
     assert failure.value.condition == "not-acceptable" and harness.sent() == []
+
+
+def test_added_contacts_show_available_while_registered():
+    """No SIP presence yet: an added contact is available at once and again at the next logon."""
+    from gateway.plugin import ContactPresence
+
+    harness = Harness()
+    session = registered(harness)
+    assert ensureDeferred(session.add_contact("bob@sip.test")).result is True
+    harness.reactor.advance(0)
+    assert harness.events.events == [ContactPresence(user=USER, contact="bob@sip.test", available=True)]
+    done = ensureDeferred(session.logout())
+    harness.reply(harness.last(), 200)
+    assert done.called
+    harness.events.events.clear()
+    registered(harness)
+    assert harness.events.events == [ContactPresence(user=USER, contact="bob@sip.test", available=True)]
