@@ -158,6 +158,10 @@ class SipSession:
         self.plugin.context.events.emit(SessionLost(user=self.user, reason=text, condition=condition))  # type: ignore[arg-type]
         self._deactivate()
 
+    def retire(self) -> None:
+        """Stop without unregistering (another session now owns the binding)."""
+        self._deactivate()
+
     def _deactivate(self) -> None:
         if not self.active:
             return
@@ -367,7 +371,8 @@ class SipPlugin:
         await session.start()
         previous = self.sessions.get(token)
         if previous is not None and previous is not session:
-            await previous.logout()
+            # Same Contact: the new REGISTER already replaced its binding; only stop it.
+            previous.retire()
         self.sessions[token] = session
         self.known_tokens.pop(token, None)
         self.known_tokens[token] = registration.user

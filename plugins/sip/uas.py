@@ -67,7 +67,11 @@ class MessageService:
             return self._reply(request, 400, "Bad Max-Forwards")
         if max_forwards == 0 and method != "OPTIONS":
             return self._reply(request, 483)
-        if any(self.plugin.stack.is_own_branch(via.branch) for via in request.vias):
+        try:
+            vias = request.vias  # the top one parsed already; lower ones are read here first
+        except SipParseError:
+            return self._reply(request, 400, "Bad Via")
+        if any(self.plugin.stack.is_own_branch(via.branch) for via in vias):
             return self._reply(request, 482)
         if method == "OPTIONS":
             return self._reply(request, 200, headers=[("Allow", ALLOW), ("Accept", ACCEPT)])

@@ -253,3 +253,46 @@ def test_added_contacts_show_available_while_registered():
     harness.events.events.clear()
     registered(harness)
     assert harness.events.events == [ContactPresence(user=USER, contact="bob@sip.test", available=True)]
+
+
+def test_failover_to_the_next_target_on_503():
+    """RFC 3263 §4.3: a 503 from the first server sends the request to the next one."""
+    from itertools import count
+
+    from plugins.sip.codec import SipRequest
+    from plugins.sip.transport import Peer
+    from plugins.sip.ua import AccountSettings, UserAgent, parse_aor
+
+    class TwoTargets:
+        async def locate(self, uri, transport):
+            return [Peer("udp", "192.0.2.10", 5060), Peer("udp", "192.0.2.11", 5060)]
+
+    harness = Harness()
+    harness.plugin.acquire_stack()
+    ua = UserAgent(harness.plugin.stack, TwoTargets(),  # type: ignore[arg-type]
+                   AccountSettings(aor=parse_aor(AOR), auth_username="alice", password="pw"))
+    numbers = count(1)
+
+    def build(peer, cseq):
+        return SipRequest("OPTIONS", "sip:sip.test", ua.headers(to="<sip:sip.test>", call_id="c1", cseq=cseq,
+                                                                 method="OPTIONS", from_tag="t"), b"")
+
+    result = ensureDeferred(ua.send(build, lambda: next(numbers)))
+    [(data, first)] = harness.udp.sent
+    harness.reply(harness.last(), 503)
+    [(data, second)] = harness.udp.sent
+    assert (first, second) == (("192.0.2.10", 5060), ("192.0.2.11", 5060))
+    harness.reply(harness.last(), 200)
+    assert result.result.status == 200
+
+
+def test_refresh_honours_retry_after():
+    """A 503 with Retry-After to a refresh is retried after that many seconds (RFC 3261 §21.5.4)."""
+    harness = Harness()
+    registered(harness, granted=600)
+    harness.reactor.advance(300)
+    harness.reply(harness.last(), 503, [("Retry-After", "20")])
+    harness.reactor.advance(19)
+    assert harness.sent() == []
+    harness.reactor.advance(1)
+    assert harness.last().method == "REGISTER"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.plugin import MessageReceived
 from plugins.sip.codec import Headers, SipRequest, SipResponse, serialize
@@ -125,3 +127,25 @@ def test_tel_sender_is_relative_to_the_domain(harness):
     data = request(harness).replace(b"From: <sip:bob@sip.test>;tag=b1", b"From: <tel:+1-555-1234>;tag=b1")
     assert answer(harness, data).status == 200
     assert harness.events.events[0].contact == "+15551234"
+
+
+def test_malformed_lower_via_is_400(harness):
+    """Only the top Via is checked by the parser; a broken lower one is still a 400, not a crash."""
+    harness.active_session()
+    data = request(harness).replace(b"SIP/2.0/UDP 192.0.2.99:5060;branch=z9hG4bKbob;rport=5060", b"garbage")
+    assert answer(harness, data).status == 400
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=30), st.sampled_from([b"From", b"To", b"Via", b"Content-Type", b"Max-Forwards",
+                                                b"CSeq", b"Call-ID", b"Require", b"MESSAGE sip:"]))
+def test_hostile_requests_get_an_answer_or_nothing_never_a_crash(junk: bytes, where: bytes):
+    """Hypothesis: bytes spliced into a MESSAGE after a header name: every outcome is a SIP response
+    (or nothing), and the UAS never fails with an exception (it would be logged and answered 500)."""
+    harness = Harness()
+    harness.active_session()
+    data = request(harness)
+    index = data.find(where) + len(where)
+    responses = harness.receive(data[:index] + junk + data[index:])
+    assert all(isinstance(r, SipResponse) and r.status != 500 for r in responses)
