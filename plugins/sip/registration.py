@@ -159,10 +159,6 @@ class RegistrationClient:
             raise RegistrationFailed("the registrar did not answer", permanent=False) from exc
         except (SipTransportError, NoTargets) as exc:
             raise RegistrationFailed(f"cannot reach the registrar: {exc}", permanent=False) from exc
-        # The authenticated retry used CSeq + 1 per challenge; keep counting after it.
-        cseq = _cseq_number(response)
-        if cseq is not None:
-            self.cseq = max(self.cseq, cseq)
         return response
 
     def _granted(self, response: SipResponse, asked: int) -> int:
@@ -232,13 +228,6 @@ def _int_header(response: SipResponse, name: str) -> int | None:
         return None
     try:
         return parse_int(value.split("(")[0].split(";")[0].strip(), what=name, maximum=2**32 - 1)
-    except SipParseError:
-        return None
-
-
-def _cseq_number(response: SipResponse) -> int | None:
-    try:
-        return response.cseq.number
     except SipParseError:
         return None
 

@@ -132,18 +132,20 @@ class UserAgent:
         rows.append(("User-Agent", self.stack.settings.user_agent))
         return Headers([*rows, *extra])
 
-    async def send(self, build: Builder, first_cseq: Callable[[], int]) -> SipResponse:
+    async def send(self, build: Builder, next_cseq: Callable[[], int]) -> SipResponse:
         """Send the request ``build(peer, cseq)`` makes, answering challenges and failing over.
 
-        ``first_cseq()`` gives the CSeq for each new target; an authenticated retry uses
-        the previous CSeq + 1 (RFC 3261 §22.2). Raises :class:`SipTimeout`,
-        :class:`SipTransportError` or :class:`NoTargets` when no target answered.
+        ``next_cseq()`` gives the CSeq of every request sent, the authenticated retries
+        included ("the CSeq header field value MUST be incremented", RFC 3261 §22.2): one
+        counter per Call-ID, so a refresh and an unregistration racing on one Call-ID never
+        share a number. Raises :class:`SipTimeout`, :class:`SipTransportError` or
+        :class:`NoTargets` when no target answered.
         """
         peers = await self.targets()
         error: Exception = NoTargets(f"no SIP server found for {self.next_hop}")
         for index, peer in enumerate(peers):
             try:
-                response = await self._authenticated(build, peer, first_cseq())
+                response = await self._authenticated(build, peer, next_cseq)
             except (SipTimeout, SipTransportError) as exc:
                 error = exc
                 continue
@@ -152,11 +154,11 @@ class UserAgent:
             return response
         raise error
 
-    async def _authenticated(self, build: Builder, peer: Peer, cseq: int) -> SipResponse:
+    async def _authenticated(self, build: Builder, peer: Peer, next_cseq: Callable[[], int]) -> SipResponse:
         auth: list[tuple[str, str]] = []
         response: SipResponse | None = None
         for _ in range(_AUTH_ROUNDS):
-            request = build(peer, cseq)
+            request = build(peer, next_cseq())
             if auth:
                 headers = Headers([*request.headers, *auth])
                 request = SipRequest(request.method, request.uri, headers, request.body)
@@ -168,7 +170,6 @@ class UserAgent:
             except AuthenticationError:
                 return response  # wrong credentials (or nothing we can answer): final
             auth = [(n, v) for n, v in authorized.headers if n in ("Authorization", "Proxy-Authorization")]
-            cseq += 1
         assert response is not None
         return response
 

@@ -296,3 +296,20 @@ def test_refresh_honours_retry_after():
     assert harness.sent() == []
     harness.reactor.advance(1)
     assert harness.last().method == "REGISTER"
+
+
+def test_a_refresh_and_an_unregistration_in_flight_never_share_a_cseq():
+    """One CSeq counter per Call-ID: an authenticated retry of a refresh that races with the
+    unregistration takes the next number, not previous + 1 (RFC 3261 §10.2: CSeq rises by one
+    per REGISTER of the Call-ID)."""
+    harness = Harness()
+    session = registered(harness, granted=100)
+    harness.reactor.advance(50)
+    refresh = harness.last()
+    done = ensureDeferred(session.logout())
+    unregister = harness.last()
+    harness.reply(refresh, 401, [("WWW-Authenticate", CHALLENGE)])
+    numbers = [refresh.cseq.number, unregister.cseq.number] + [r.cseq.number for r in harness.sent()]
+    assert len(numbers) == len(set(numbers))
+    harness.reply(unregister, 200)
+    assert done.called
