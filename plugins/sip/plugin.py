@@ -203,7 +203,6 @@ class SipSession:
                                   f"bytes) and TCP to the proxy failed: {exc}") from None
             raise LegacyError("remote-server-not-found", f"SIP: cannot reach the proxy: {exc}") from None
         if 200 <= response.status < 300:
-            self._remember(message.contact)
             return call_id
         raise LegacyError(_condition(response.status), f"SIP {response.status} {response.reason}".strip())
 

@@ -23,7 +23,6 @@ so a gateway with no active SIP account holds no port and no timer.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -402,10 +401,3 @@ class SipStack:
         self.layer.timer(self.reactor.seconds())
         self._pump()
 
-
-def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
