@@ -11,7 +11,7 @@ chat messages from the sender's escaped JID, answered at once (:mod:`.uas`).
 
 Options (``[gateways.NAME.options]``, see docs/sip.md): ``listen_host``, ``udp_port``,
 ``tcp_port``, ``contact_host``, ``proxy``, ``expires``, ``receipts``, ``ca_file``,
-``user_agent``.
+``user_agent``, ``keepalive``.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class _Options:
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         known = {"listen_host", "udp_port", "tcp_port", "contact_host", "proxy", "expires", "receipts",
-                 "ca_file", "user_agent"}
+                 "ca_file", "user_agent", "keepalive"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"{unknown[0]}: unknown SIP option (known: {', '.join(sorted(known))})")
@@ -287,6 +287,7 @@ class SipPlugin:
             contact_host=contact_host,
             user_agent=options.text("user_agent", "xmpp-gateway"),
             trust_root=_trust_root(ca_file) if ca_file else None,
+            keepalive=float(options.integer("keepalive", 60, minimum=0, maximum=3600)),
         )
         self.locator = ServerLocator()
         self.service = MessageService(self)

@@ -78,6 +78,12 @@ class StackSettings:
     max_connections: int = 256
     """Accepted TCP connections at once; more are closed at once."""
     connect_timeout: float = 10.0
+    keepalive: float = 60.0
+    """Seconds between CRLF keep-alive pings on our TCP/TLS connections (RFC 5626 §4.4.1),
+    so the proxy keeps the registration's connection, the only way to reach a TLS account;
+    0 disables them."""
+    idle_timeout: float = 600.0
+    """Accepted connections silent this long are closed (a peer cannot hold slots forever)."""
     trust_root: Any = None
     """What verifies TLS servers (``IOpenSSLTrustRoot``); ``None``: the platform's CAs."""
 
@@ -108,6 +114,7 @@ class SipStack:
         self._outbound: dict[Peer, SipStreamProtocol] = {}
         self._connecting: dict[Peer, Deferred[SipStreamProtocol]] = {}
         self._accepted: set[SipStreamProtocol] = set()
+        self._housekeeping: IDelayedCall | None = None
         self._pumping = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -154,6 +161,9 @@ class SipStack:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = self._timer_at = None
+        if self._housekeeping is not None and self._housekeeping.active():
+            self._housekeeping.cancel()
+        self._housekeeping = None
         pending, self._pending = self._pending, {}
         for deferred in pending.values():
             deferred.errback(SipTransportError("the SIP stack stopped"))
@@ -255,6 +265,7 @@ class SipStack:
         self._connecting.pop(peer, None)
         if isinstance(outcome, SipStreamProtocol):
             self._outbound[peer] = outcome
+            self._start_housekeeping()
             return outcome
         reason = outcome.getErrorMessage() if isinstance(outcome, Failure) else outcome
         log.info("SIP connection to %s failed: %s", peer, reason)
@@ -309,6 +320,39 @@ class SipStack:
             connection.close()
             return
         self._accepted.add(connection)
+        self.touched(connection)
+        self._start_housekeeping()
+
+    def touched(self, connection: SipStreamProtocol) -> None:
+        connection.last_activity = self.reactor.seconds()
+
+    # -- connection housekeeping: keep-alives out, idle connections in -------------------------
+
+    def _housekeeping_interval(self) -> float:
+        intervals = [self.settings.idle_timeout / 2]
+        if self.settings.keepalive > 0:
+            intervals.append(self.settings.keepalive)
+        return max(1.0, min(intervals))
+
+    def _start_housekeeping(self) -> None:
+        if self._housekeeping is None and self.running:
+            self._housekeeping = self.reactor.callLater(self._housekeeping_interval(), self._housekeep)
+
+    def _housekeep(self) -> None:
+        self._housekeeping = None
+        now = self.reactor.seconds()
+        if self.settings.keepalive > 0:
+            for connection in list(self._outbound.values()):
+                if connection.connected_:
+                    # RFC 5626 §3.5.1: a ping is a double CRLF; the pong (CRLF) is read and dropped.
+                    connection.send(b"\r\n\r\n")
+        for connection in list(self._accepted):
+            if now - connection.last_activity >= self.settings.idle_timeout:
+                log.info("closing idle SIP connection from %s", connection.peer)
+                connection.close()
+                self._accepted.discard(connection)
+        if self._outbound or self._accepted:
+            self._start_housekeeping()
 
     def connection_lost(self, connection: SipStreamProtocol) -> None:
         self._accepted.discard(connection)

@@ -85,6 +85,8 @@ class MessageSink(TypingProtocol):
 
     def connection_lost(self, connection: SipStreamProtocol) -> None: ...
 
+    def touched(self, connection: SipStreamProtocol) -> None: ...
+
 
 def _peer_of(address: IAddress | tuple[str, int] | None, transport: str, tls_name: str = "") -> Peer:
     host = getattr(address, "host", None)
@@ -135,6 +137,8 @@ class SipStreamProtocol(Protocol):
         self.connected_ = False
         self.outbound = False
         """Opened by us (a client connection) rather than accepted by our listener."""
+        self.last_activity = 0.0
+        """When data last arrived, on the stack's clock (idle connections are closed)."""
 
     def connectionMade(self) -> None:
         if self.peer is None:  # an outbound connection already knows its peer (and TLS name)
@@ -143,6 +147,7 @@ class SipStreamProtocol(Protocol):
         self.sink.connection_made(self)
 
     def dataReceived(self, data: bytes) -> None:
+        self.sink.touched(self)
         self.parser.receive_data(data)
         assert self.peer is not None
         origin = Origin(self.peer, self)

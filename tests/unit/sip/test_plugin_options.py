@@ -28,6 +28,7 @@ def plugin(**options: object) -> SipPlugin:
     ({"ca_file": "/nonexistent/ca.pem"}, "ca_file"),
     ({"listen_host": "0.0.0.0"}, "contact_host"),
     ({"offline": 480}, "offline"),
+    ({"keepalive": -1}, "keepalive"),
 ])
 def test_bad_options_name_their_key(options, key):
     """check-config builds the plugin: every mistake is a ValueError that starts with the key."""

@@ -218,3 +218,30 @@ def test_contact_and_sent_by(transport: str):
     assert contact == {"udp": "sip:gw-token@127.0.0.1:5062",
                        "tcp": "sip:gw-token@127.0.0.1:5062;transport=tcp",
                        "tls": "sips:gw-token@127.0.0.1:5062;transport=tls"}[transport]
+
+
+def test_outbound_connections_get_keepalive_pings():
+    """RFC 5626 §4.4.1: a CRLF CRLF ping every ``keepalive`` seconds on our own connections."""
+    stack, reactor, _ = make_stack()
+    connected = ensureDeferred(stack.connect(Peer("tcp", "192.0.2.10", 5060)))
+    host, port, factory, *_ = reactor.tcpClients[-1]
+    transport = StringTransport()
+    factory.buildProtocol(None).makeConnection(transport)
+    assert connected.called and (host, port) == ("192.0.2.10", 5060)
+    reactor.advance(59)
+    assert transport.value() == b""
+    reactor.advance(1)
+    assert transport.value() == b"\r\n\r\n"
+    ensureDeferred(stack.close())
+    assert reactor.getDelayedCalls() == []
+
+
+def test_idle_accepted_connections_are_closed():
+    """A peer that connects and stays silent does not hold a connection slot forever."""
+    stack, reactor, _ = make_stack()
+    quiet, quiet_transport = stream(stack)
+    busy, busy_transport = stream(stack)
+    for _ in range(10):
+        reactor.advance(60)
+        busy.dataReceived(b"\r\n\r\n")
+    assert quiet_transport.disconnecting and not busy_transport.disconnecting
