@@ -230,6 +230,7 @@ def test_body_too_large_for_udp_goes_over_tcp_or_is_refused_clearly():
 
 
 def test_over_long_bodies_are_refused_before_sending():
+    """Bodies no proxy would take are refused at once, with nothing sent."""
     harness = Harness()
     session = registered(harness)
     result = send(session, body="x" * 70000)

@@ -38,7 +38,9 @@ def test_bad_options_name_their_key(options, key):
 
 
 def test_wildcard_listen_with_contact_host_is_fine():
+    """Listening everywhere is fine once the advertised host is given; receipts follow their option."""
     assert plugin(listen_host="0.0.0.0", contact_host="gw.example.org").stack.contact_host == "gw.example.org"
+    assert plugin().delivery_receipts is True and plugin(receipts=False).delivery_receipts is False
 
 
 def test_account_values():
@@ -81,6 +83,7 @@ def test_addresses_normalize(given, address):
 
 @pytest.mark.parametrize("bad", ["", "sip:example.com", "@example.com", "a b@example.com", "alice@bad host"])
 def test_bad_addresses(bad):
+    """No user part, a space, a bad host: not an address (the user gets item-not-found)."""
     with pytest.raises(ValueError):
         normalize(bad)
 

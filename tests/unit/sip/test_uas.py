@@ -121,6 +121,12 @@ def test_require_and_uri_schemes(harness):
     assert answer(harness, request(harness, uri="tel:+15551234", branch="z9hG4bKp2")).status == 404
 
 
+def test_unsupported_request_uri_scheme_is_416(harness):
+    """RFC 3261 §8.2.2.1: a Request-URI scheme we do not understand gets 416."""
+    harness.active_session()
+    assert answer(harness, request(harness, uri="im:bob@example.com")).status == 416
+
+
 def test_tel_sender_is_relative_to_the_domain(harness):
     """A tel: From becomes a hostless address (resolved against the user's SIP domain on reply)."""
     harness.active_session()
