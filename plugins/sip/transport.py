@@ -37,9 +37,9 @@ __all__ = ["MessageSink", "Origin", "Peer", "SipDatagramProtocol", "SipStreamFac
 log = logging.getLogger(__name__)
 
 TRANSPORTS = ("udp", "tcp", "tls")
-#: At most this many messages read from one chunk of stream data before yielding the
-#: reactor; the parser keeps the rest (so one connection cannot starve the others).
-_EVENTS_PER_CHUNK = 64
+#: More messages than this in one read is a flood: the connection is closed, so one peer
+#: cannot keep the reactor busy with thousands of tiny messages (a read is at most 64 KiB).
+MAX_EVENTS_PER_READ = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +151,7 @@ class SipStreamProtocol(Protocol):
         self.parser.receive_data(data)
         assert self.peer is not None
         origin = Origin(self.peer, self)
-        for _ in range(_EVENTS_PER_CHUNK * 16):
+        for _ in range(MAX_EVENTS_PER_READ):
             try:
                 event = self.parser.next_event()
             except SipParseError as exc:
