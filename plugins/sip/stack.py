@@ -112,7 +112,9 @@ class SipStack:
         self._timer_at: float | None = None
         self._pending: dict[ClientTransaction, Deferred[SipResponse]] = {}
         self._outbound: dict[Peer, SipStreamProtocol] = {}
-        self._connecting: dict[Peer, Deferred[SipStreamProtocol]] = {}
+        self._connecting: dict[Peer, list[Deferred[SipStreamProtocol]]] = {}
+        """Requests waiting for a connection attempt, per peer."""
+        self._attempts: dict[Peer, Deferred[SipStreamProtocol]] = {}
         self._accepted: set[SipStreamProtocol] = set()
         self._housekeeping: IDelayedCall | None = None
         self._pumping = False
@@ -167,6 +169,8 @@ class SipStack:
         pending, self._pending = self._pending, {}
         for deferred in pending.values():
             deferred.errback(SipTransportError("the SIP stack stopped"))
+        for attempt in list(self._attempts.values()):
+            attempt.cancel()  # stops the connector and its timeout; waiters get a transport error
         # Timers K and J only absorb retransmissions, which a closed socket cannot get.
         self.layer = TransactionLayer(timers=self.settings.timers)
         for connection in [*self._outbound.values(), *self._accepted]:
@@ -196,8 +200,8 @@ class SipStack:
 
     def sent_by(self, transport: str) -> str:
         """The Via sent-by for ``transport`` (RFC 3261 §18.1.1)."""
-        # TLS requests leave over an outbound connection; answers come back on it, and
-        # new requests can reach us on the TCP listener (we have no TLS server certificate).
+        # TLS requests leave over an outbound connection and their answers come back on it;
+        # the port named is the TCP listener's (we have no TLS listener: no certificate).
         return f"{self.contact_host}:{self.port('tcp' if transport == 'tls' else transport)}"
 
     def contact(self, user: str, transport: str) -> str:
@@ -241,35 +245,39 @@ class SipStack:
         return await result
 
     async def connect(self, peer: Peer) -> SipStreamProtocol:
-        """The open connection to ``peer``, connecting first if needed (shared attempts)."""
+        """The open connection to ``peer``, connecting first if needed (one attempt per
+        peer, shared by every request waiting for it)."""
         existing = self._outbound.get(peer)
         if existing is not None and existing.connected_:
             return existing
-        attempt = self._connecting.get(peer)
-        if attempt is None:
-            attempt = self._connecting[peer] = self._open(peer)
-            attempt.addBoth(self._connect_done, peer)
         waiter: Deferred[SipStreamProtocol] = Deferred()
-
-        def relay(outcome: object) -> object:
-            if isinstance(outcome, SipStreamProtocol):
-                waiter.callback(outcome)
-            else:
-                waiter.errback(outcome)
-            return outcome
-
-        attempt.addBoth(relay)
+        waiters = self._connecting.get(peer)
+        if waiters is None:
+            waiters = self._connecting[peer] = [waiter]
+            attempt = self._open(peer)
+            self._attempts[peer] = attempt
+            attempt.addBoth(self._connect_done, peer)
+        else:
+            waiters.append(waiter)
         return await waiter
 
-    def _connect_done(self, outcome: object, peer: Peer) -> object:
-        self._connecting.pop(peer, None)
+    def _connect_done(self, outcome: object, peer: Peer) -> None:
+        self._attempts.pop(peer, None)
+        waiters = self._connecting.pop(peer, [])
+        if isinstance(outcome, SipStreamProtocol) and not self.running:
+            outcome.close()  # connected just as the stack closed
+            outcome = Failure(SipTransportError("the SIP stack stopped"))
         if isinstance(outcome, SipStreamProtocol):
             self._outbound[peer] = outcome
             self._start_housekeeping()
-            return outcome
+            for waiter in waiters:
+                waiter.callback(outcome)
+            return
         reason = outcome.getErrorMessage() if isinstance(outcome, Failure) else outcome
         log.info("SIP connection to %s failed: %s", peer, reason)
-        return Failure(SipTransportError(f"cannot connect to {peer.host}:{peer.port} over {peer.transport}"))
+        text = f"cannot connect to {peer.host}:{peer.port} over {peer.transport}"
+        for waiter in waiters:
+            waiter.errback(SipTransportError(text))
 
     def _open(self, peer: Peer) -> Deferred[SipStreamProtocol]:
         endpoint_class = TCP6ClientEndpoint if ":" in peer.host else TCP4ClientEndpoint

@@ -245,3 +245,29 @@ def test_idle_accepted_connections_are_closed():
         reactor.advance(60)
         busy.dataReceived(b"\r\n\r\n")
     assert quiet_transport.disconnecting and not busy_transport.disconnecting
+
+
+def test_close_cancels_connection_attempts():
+    """A connection attempt in progress when the last account leaves is abandoned, its request failed."""
+    stack, reactor, _ = make_stack()
+    waiting = ensureDeferred(stack.request(outgoing(), Peer("tcp", "192.0.2.10", 5060)))
+    assert reactor.tcpClients and not waiting.called
+    ensureDeferred(stack.close())
+    failure = waiting.result
+    waiting.addErrback(lambda _: None)
+    assert failure.check(SipTransportError)
+    assert reactor.connectors[-1].stoppedConnecting
+
+
+def test_requests_share_one_connection_attempt():
+    """Two requests to one TCP peer wait for one connection and then both use it."""
+    stack, reactor, _ = make_stack()
+    first = ensureDeferred(stack.request(outgoing(), Peer("tcp", "192.0.2.10", 5060)))
+    second = ensureDeferred(stack.request(outgoing(), Peer("tcp", "192.0.2.10", 5060)))
+    assert len(reactor.tcpClients) == 1
+    transport = StringTransport()
+    reactor.tcpClients[0][2].buildProtocol(None).makeConnection(transport)
+    assert transport.value().count(b"MESSAGE sip:bob@biloxi.example.com SIP/2.0") == 2
+    ensureDeferred(stack.close())
+    for result in (first, second):
+        result.addErrback(lambda _: None)
