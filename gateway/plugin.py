@@ -31,6 +31,7 @@ ErrorCondition = Literal[
     "conflict",
     "feature-not-implemented",
     "forbidden",
+    "gone",
     "internal-server-error",
     "item-not-found",
     "jid-malformed",
@@ -38,12 +39,14 @@ ErrorCondition = Literal[
     "not-allowed",
     "not-authorized",
     "recipient-unavailable",
+    "redirect",
     "registration-required",
     "remote-server-not-found",
     "remote-server-timeout",
     "resource-constraint",
     "service-unavailable",
     "undefined-condition",
+    "unexpected-request",
 ]
 ERROR_CONDITIONS: frozenset[str] = frozenset(ErrorCondition.__args__)  # type: ignore[attr-defined]
 
@@ -500,7 +503,9 @@ class LegacySession(Protocol):
         """Send a chat message; return the legacy message id (may be empty).
 
         Raise :class:`LegacyError` to refuse it at once; report later refusals
-        with :class:`DeliveryFailed`.
+        with :class:`DeliveryFailed`. A plugin whose ``delivery_receipts`` attribute is
+        true returns only once the legacy side confirmed delivery: the core then answers
+        a XEP-0184 receipt request itself.
         """
 
     async def set_presence(self, presence: PresenceUpdate) -> None:

@@ -64,6 +64,7 @@ PENDING_EVENTS_LIMIT = 500
 #: Outgoing message ids remembered for legacy-side delivery errors.
 SENDERS_LIMIT = 2000
 NS_CONFERENCE = "jabber:x:conference"
+NS_RECEIPTS = "urn:xmpp:receipts"
 
 
 @dataclass(slots=True)
@@ -569,13 +570,36 @@ class Sessions:
         except NotImplementedError:
             self.send(error_reply(element, "feature-not-implemented"))
         else:
-            if self.archive is not None:
-                try:
-                    contact = self.contact_jid(address)
-                except ValueError:
-                    return
-                self.archive.record(user, address, contact, sender=user, body=body, direction="out",
-                                    legacy_id=legacy_id if isinstance(legacy_id, str) else "")
+            self._record_out(user, address, body, legacy_id)
+            self._receipt(message)
+
+    def _record_out(self, user: str, address: str, body: str, legacy_id: object) -> None:
+        if self.archive is None:
+            return
+        try:
+            contact = self.contact_jid(address)
+        except ValueError:
+            return
+        self.archive.record(user, address, contact, sender=user, body=body, direction="out",
+                            legacy_id=legacy_id if isinstance(legacy_id, str) else "")
+
+    def _receipt(self, message: Stanza) -> None:
+        """XEP-0184 §5.1: a receipt only for a request, with the message's id, and only from a
+        plugin whose ``send_message`` returns once the legacy side confirmed delivery."""
+        if not getattr(self.plugin, "delivery_receipts", False) or not message.id:
+            return
+        if next(message.element.elements(NS_RECEIPTS, "request"), None) is None:
+            return
+        receipt = stanza("message", sender=message.recipient.userhost(), recipient=message.sender.full(),
+                         id_=uuid.uuid4().hex)
+        receipt.addElement((NS_RECEIPTS, "received"))["id"] = message.id
+        self.send(receipt)
+
+    def disco_features(self, requestor: JID, target: JID, node: str) -> list[str]:
+        """XEP-0184 §6: advertise receipts where the plugin confirms delivery."""
+        if getattr(self.plugin, "delivery_receipts", False) and not node and target.host == self.gateway_jid:
+            return [NS_RECEIPTS]
+        return []
 
     # -- legacy -> XMPP (GatewayEvents) ------------------------------------------------------
 
