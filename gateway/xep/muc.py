@@ -175,6 +175,48 @@ class MucHandler:
         except NotImplementedError:
             self._join_failed(state, room, "feature-not-implemented", "this gateway has no rooms")
 
+    async def join_in_background(self, state: UserState, address: str, nick: str = "") -> None:
+        """Join a room on the legacy side with no resource in it (a persistent room after a
+        restart, an autojoin room at logon); resources join it later like any joined room."""
+        if address in state.rooms:
+            return
+        nick = nick or self.sessions.room_settings.get(state.user, address).settings.get("nick", "") \
+            or state.user.partition("@")[0]
+        try:
+            jid = self.room_jid(address)
+        except ValueError:
+            log.warning("cannot rejoin %s for %s: not a room address", address, state.user)
+            return
+        room = RoomState(address=address, jid=jid, nick=nick)
+        state.rooms[address] = room
+        try:
+            session = await self.sessions.open_session(state)
+            await session.join_room(address, nick, "")
+        except (LoginFailed, LegacyError, NotImplementedError) as exc:
+            log.info("background join of %s for %s failed: %s", address, state.user, exc)
+            self._join_failed(state, room, "undefined-condition", "")
+
+    async def autojoin(self, state: UserState) -> None:
+        """The user logs on: join the plugin's autojoin rooms (per-service registrations)."""
+        autojoin_rooms = getattr(self.sessions.plugin, "autojoin_rooms", None)
+        if autojoin_rooms is None:
+            return
+        registration = await self.sessions.login_registration(state.user)
+        if registration is None:
+            return
+        for address, nick in autojoin_rooms(registration):
+            await self.join_in_background(state, address, nick)
+
+    async def leave_unattended(self, state: UserState) -> None:
+        """The user went offline: leave the rooms no resource is in, unless persistent."""
+        for room in list(state.rooms.values()):
+            if room.resources or room.requested or \
+                    self.sessions.room_settings.persistent(state.user, room.address):
+                continue
+            state.rooms.pop(room.address, None)
+            if state.session is not None:
+                await self.sessions.call(state.session.leave_room(room.address, ""))
+
     def _join_failed(self, state: UserState, room: RoomState, condition: str, text: str) -> None:
         for resource, nick in room.requested.items():
             element = stanza("presence", sender=f"{room.jid}/{nick}", recipient=resource, type_="error")
@@ -196,6 +238,8 @@ class MucHandler:
         self._self_presence(room, resource, type_="unavailable")  # §7.14
         if room.resources or room.requested:
             return
+        if self.sessions.room_settings.persistent(state.user, room.address):
+            return  # a persistent room stays joined on the legacy side, for nobody (issue 5)
         state.rooms.pop(room.address, None)
         if state.session is not None:
             await self.sessions.call(state.session.leave_room(room.address, status))

@@ -184,8 +184,17 @@ class IrcConnection:
     def __init__(self, *, user: str, nick: str, network: NetworkSettings, settings: ConnectionSettings,
                  addressing: Addressing, emit: Callable[[object], None], clock: IReactorTime,
                  on_closed: Callable[[], None], credentials: Credentials | None = None,
-                 nicks: NickIndex | None = None) -> None:
+                 nicks: NickIndex | None = None, username: str = "", realname: str = "",
+                 throttle_burst: int | None = None) -> None:
         self.user = user
+        self.username = username
+        self.realname = realname
+        self.throttle_burst = throttle_burst or settings.throttle_burst
+        self.encodings_in: dict[str, str] = {}
+        """Folded channel -> the fallback charset of its non-UTF-8 lines (room ``encoding_in``)."""
+        self.encodings_out: dict[str, str] = {}
+        """Folded channel -> the charset of the lines sent there (room ``encoding_out``)."""
+        self.connected_since: float | None = None
         self.nicks = nicks or NickIndex()
         self.credentials = credentials or Credentials()
         self.nick = nick
@@ -239,16 +248,18 @@ class IrcConnection:
             account = self.credentials.account or self.nick
             sasl = SaslPlain(authcid=account, password=self.credentials.password)
         # The real name is the nick: a bare JID in WHOIS would expose the user (privacy).
-        self.registration = Registration(nick=self.nick, user=_username(self.nick), realname=self.nick,
+        self.registration = Registration(nick=self.nick, user=self.username or _username(self.nick),
+                                         realname=self.realname or self.nick,
                                          password=self.network.password or None, sasl=sasl)
         protocol = IrcLineProtocol(
             self._received, clock=self.clock,
-            throttle=Throttle(self.clock.seconds, burst=self.settings.throttle_burst,
+            throttle=Throttle(self.clock.seconds, burst=self.throttle_burst,
                               rate=self.settings.throttle_rate),
             fallback_encoding=self.network.charset, charset_for=self._charset_for,
             keepalive=self.settings.keepalive, timeout=self.settings.keepalive_timeout,
             on_connect=self._connected, on_disconnect=self._disconnected,
         )
+        protocol.encode_line = self._encode_line
         self.protocol = protocol
         endpoint_class = TCP6ClientEndpoint if ":" in self.network.address else TCP4ClientEndpoint
         endpoint = endpoint_class(self.clock, self.network.address, self.network.port, timeout=15)
@@ -277,13 +288,54 @@ class IrcConnection:
 
     def _charset_for(self, message: IrcMessage) -> str | None:
         """A non-UTF-8 line in a channel with its own charset is decoded with that one."""
-        if not self.network.channel_charsets or not message.params:
+        if not message.params:
             return None
         target = self.channels.fold(message.params[0])
+        if target in self.encodings_in:
+            return self.encodings_in[target]
         for channel, charset in self.network.channel_charsets:
             if self.channels.fold(channel) == target:
                 return charset
         return None
+
+    def _encode_line(self, line: str) -> bytes:
+        """UTF-8, except lines to a channel whose ``encoding_out`` says otherwise (Biboumi)."""
+        if self.encodings_out:
+            parts = line.split(" ", 2)
+            if len(parts) > 1 and parts[0] in ("PRIVMSG", "NOTICE", "TOPIC", "PART"):
+                charset = self.encodings_out.get(self.channels.fold(parts[1]))
+                if charset:
+                    return line.encode(charset, "replace")
+        return line.encode("utf-8")
+
+    def set_throttle(self, burst: int) -> None:
+        """Apply a new ``throttle_limit`` to the live connection."""
+        self.throttle_burst = burst
+        if self.protocol is not None:
+            self.protocol.throttle.set_burst(burst)
+
+    def info(self) -> str:
+        """Biboumi's get-irc-connection-info text."""
+        if self.registration is None or not self.registration.registered or self.connected_since is None:
+            return f"You are not connected to the IRC server {self.network.name}"
+        ago = int(self.clock.seconds() - self.connected_since)
+        tls = " (using TLS)" if self.network.tls else ""
+        lines = [f"Connected to IRC server {self.network.name} on port {self.network.port}{tls} "
+                 f"as {self.nick} since {ago} seconds ago."]
+        for channel in sorted(self.channels.channels.values(), key=lambda c: c.name):
+            if channel.joined:
+                lines.append(f"{channel.name}")
+        return "\n".join(lines)
+
+    def disconnect(self, message: str) -> None:
+        """Leave the network at the user's request: every room is left (332), then QUIT."""
+        addresses = [c.address for c in self.channels.channels.values()]
+        addresses += [address for address, _key in self.rejoin.values()]
+        self.channels.channels.clear()
+        self.rejoin.clear()
+        for address in addresses:
+            self.emit(RoomLeft(user=self.user, room=address, reason=f"disconnected from {self.network.name}"))
+        self.quit(message)
 
     @property
     def quitting(self) -> bool:
@@ -394,6 +446,7 @@ class IrcConnection:
             self.nicks.set(self.network.name, None, self.channels.fold(registration.nick), self.user)
             self.nick = registration.nick
             self._attempt = 0
+            self.connected_since = self.clock.seconds()
             if registration.error is not None and registration.error.kind.startswith("sasl"):
                 if registration.error.kind == "sasl-failed":
                     # Wrong account or password: refuse rather than carry on unauthenticated.

@@ -35,7 +35,7 @@ from gateway.plugin import (
     SubjectChanged,
 )
 from plugins.irc.addressing import Addressing
-from plugins.irc.formatting import ctcp, ctcp_split, to_xep0393
+from plugins.irc.formatting import ctcp, ctcp_split, to_plain, to_xep0393
 from plugins.irc.isupport import ISupport
 from plugins.irc.lines import IrcMessage
 
@@ -332,8 +332,9 @@ class Channels:
             return
         # Shown in the room as Biboumi does: "Mode #chan [+o nick] by op", from the room itself.
         setter = message.nick or message.source or self.network
-        self.emit(RoomMessage(user=self.user, room=channel.address, nick="",
-                              body=f"Mode {channel.name} [{' '.join(message.params[1:])}] by {setter}"))
+        # Plain text: a mode parameter may hold formatting or control codes (found by hypothesis).
+        text = f"Mode {channel.name} [{' '.join(message.params[1:])}] by {setter}"
+        self.emit(RoomMessage(user=self.user, room=channel.address, nick="", body=to_plain(text)))
         changed: dict[str, Member] = {}
         for change in self.isupport.parse_mode_change(message.params[1], message.params[2:]):
             adding, mode, param = change
