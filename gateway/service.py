@@ -28,8 +28,10 @@ from gateway.xep.gateway_identity import GatewayIdentity
 from gateway.xep.iq_gateway import IqGatewayHandler
 from gateway.xep.muc import MucHandler
 from gateway.xep.muc_admin import MucAdminHandler
+from gateway.xep.muc_owner import MucOwnerHandler
 from gateway.xep.ping import PingHandler
 from gateway.xep.register import RegisterHandler
+from gateway.xep.service_commands import ServiceCommands
 from gateway.xep.version import VersionHandler
 
 log = logging.getLogger(__name__)
@@ -93,22 +95,25 @@ class GatewayService:
         self.sessions.attach_router(self.router)
         name = gateway.display_name or f"{self.plugin.name} gateway"
         self.muc = MucHandler(sessions=self.sessions, identity_type=self.plugin.identity_type, name=name)
+        register = RegisterHandler(gateway=gateway, plugin=self.plugin, sessions=self.sessions)
+        # Commands of service and room JIDs, and the global configure (issue 5).
+        targets = ServiceCommands(sessions=self.sessions, muc=self.muc, register=register,
+                                  identity_type=self.plugin.identity_type)
         for handler in (
             DiscoHandler(lambda: self.router.handlers),
             GatewayIdentity(gateway.jid, self.plugin.identity_type, name),
             VersionHandler(gateway.jid),
             PingHandler(checks=[self.muc.check_ping]),
-            RegisterHandler(
-                gateway=gateway, plugin=self.plugin, sessions=self.sessions,
-            ),
+            register,
             IqGatewayHandler(gateway.jid, self.plugin),
             CommandsHandler(
                 gateway_jid=gateway.jid, admins=config.security.admins, sessions=self.sessions,
-                settings_fields=getattr(self.plugin, "settings_fields", ()),
+                settings_fields=getattr(self.plugin, "settings_fields", ()), targets=targets,
             ),
             self.sessions.roster,
             self.muc,
             MucAdminHandler(self.muc),
+            MucOwnerHandler(self.muc, targets),
             self.sessions,
         ):
             self.router.add_handler(handler)

@@ -180,7 +180,7 @@ class Sessions:
         element.addChild(StanzaError(condition, text=text or None).getElement())
         self.send(element)
 
-    def _values(self, record: repository.RegistrationRecord) -> dict[str, str]:
+    def registration_values(self, record: repository.RegistrationRecord) -> dict[str, str]:
         values = {str(k): str(v) for k, v in (record.settings or {}).items()}
         if record.credentials:
             if self.cipher is None:
@@ -208,9 +208,10 @@ class Sessions:
 
     def _registration(self, user: str, main: repository.RegistrationRecord | None,
                       records: list[repository.RegistrationRecord]) -> Registration:
-        services = {r.service: self._values(r) for r in records if r.service}
+        services = {r.service: self.registration_values(r) for r in records if r.service}
         return Registration(user=user, legacy_id=main.legacy_id if main is not None else "",
-                            values=self._values(main) if main is not None else {}, services=services,
+                            values=self.registration_values(main) if main is not None else {},
+                            services=services,
                             rooms=self.room_settings.rooms_of(user))
 
     # -- stream lifecycle ---------------------------------------------------------

@@ -209,13 +209,20 @@ class MucHandler:
 
     async def leave_unattended(self, state: UserState) -> None:
         """The user went offline: leave the rooms no resource is in, unless persistent."""
-        for room in list(state.rooms.values()):
-            if room.resources or room.requested or \
-                    self.sessions.room_settings.persistent(state.user, room.address):
-                continue
-            state.rooms.pop(room.address, None)
-            if state.session is not None:
-                await self.sessions.call(state.session.leave_room(room.address, ""))
+        for address in list(state.rooms):
+            await self.leave_unattended_room(state, address, settle=False)
+
+    async def leave_unattended_room(self, state: UserState, address: str, *, settle: bool = True) -> None:
+        """Leave one room on the legacy side if no resource is in it and it is not persistent."""
+        room = state.rooms.get(address)
+        if room is None or room.resources or room.requested or \
+                self.sessions.room_settings.persistent(state.user, address):
+            return
+        state.rooms.pop(address, None)
+        if state.session is not None:
+            await self.sessions.call(state.session.leave_room(address, ""))
+        if settle:
+            self.sessions.session_maybe_done(state)
 
     def _join_failed(self, state: UserState, room: RoomState, condition: str, text: str) -> None:
         for resource, nick in room.requested.items():

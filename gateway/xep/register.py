@@ -86,7 +86,7 @@ class RegisterHandler:
         if not self.policy.allows(user):
             raise StanzaError("forbidden", text="this gateway does not serve your domain")
         if service is not None:
-            return await self._service_get(user, service)
+            return await self.service_form(user, service)
         registration = await self.sessions.load_registration(user)
         values: Mapping[str, str] = registration.values if registration is not None else {}
         query = domish.Element((NS_REGISTER, "query"))
@@ -132,7 +132,8 @@ class RegisterHandler:
                 raise StanzaError("not-acceptable", text=f"{named!r}: {exc}") from exc
             if not self.plugin.is_service(service):
                 raise StanzaError("not-acceptable", text=f"{named!r} is not a service of this gateway")
-            return await self.save_service(user, service, self.plugin.service_values(submitted))  # type: ignore[attr-defined]
+            values = self.plugin.service_values(submitted)  # type: ignore[attr-defined]
+            return await self.save_service(user, service, values)
         submitted.pop(self.service_field.var if self.service_field is not None else "", None)
         existing = await self.sessions.load_registration(user)
         if existing is None:
@@ -174,10 +175,10 @@ class RegisterHandler:
 
     # -- per-service registrations ------------------------------------------------------------
 
-    async def _service_get(self, user: str, service: str) -> domish.Element:
+    async def service_form(self, user: str, service: str) -> domish.Element:
         record = await self.sessions.database.run(repository.get_registration, self.gateway_jid, user,
                                                   service, service=service)
-        values = self.sessions._values(record) if record is not None else {}
+        values = self.sessions.registration_values(record) if record is not None else {}
         query = domish.Element((NS_REGISTER, "query"))
         if record is not None:
             query.addElement("registered")
@@ -198,8 +199,9 @@ class RegisterHandler:
         if record is None:
             values = self._new_values(submitted, self.service_fields)
         else:
-            values = self._changed_values(self.sessions._values(record), submitted, self.service_fields)
-        if record is None or self.sessions._values(record) != values:
+            stored = self.sessions.registration_values(record)
+            values = self._changed_values(stored, submitted, self.service_fields)
+        if record is None or self.sessions.registration_values(record) != values:
             try:
                 await self.plugin.check_service_credentials(user, service, values)  # type: ignore[attr-defined]
             except LegacyError as exc:
