@@ -62,6 +62,18 @@ async def names(irc: RawIrcClient, channel: str) -> set[str]:
         listed |= {name.lstrip("@+") for name in line.rsplit(" :", 1)[1].split()}
 
 
+async def offline(irc: RawIrcClient, nick: str, timeout: float = 10.0) -> None:
+    """Wait until ``nick`` is on no connection (ISON answers without it)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        irc.send(f"ISON {nick}")
+        line = await irc.read_until(lambda line: f" 303 {irc.nick} " in line)
+        if nick.lower() not in line.rsplit(":", 1)[1].lower().split():
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"{nick} still on IRC"
+        await asyncio.sleep(0.1)
+
+
 async def quiet_for(irc: RawIrcClient, seconds: float, bad) -> None:
     """Read for ``seconds``; fail on any line ``bad`` matches."""
     with pytest.raises(TimeoutError):
@@ -155,9 +167,11 @@ async def test_registered_network_autojoins_at_logon_and_after_a_restart(prosody
                     assert result["type"] == "result"
                     await eventually(lambda: client.client_roster[GW]["subscription"] == "both",
                                      what="mutual subscription with the gateway")
-                    # Log off and on: the logon joins the autojoin rooms with the registered nick.
+                    # Log off (the nick leaves IRC, if the subscription already logged on) and on:
+                    # the logon joins the autojoin rooms with the registered nick.
                     client.send_presence(ptype="unavailable")
-                    await asyncio.sleep(0.5)
+                    await eventually(lambda: jid not in service.sessions.online_users(), what="logoff")
+                    await offline(bob, nick)
                     client.send_presence()
                     await bob.read_until(lambda line: f":{nick}!" in line and " JOIN " in line, timeout=20)
                     state = service.sessions.users[jid]
