@@ -333,9 +333,10 @@ class IrcConnection:
         addresses += [address for address, _key in self.rejoin.values()]
         self.channels.channels.clear()
         self.rejoin.clear()
+        # QUIT first: the last room left may end the whole legacy session (another QUIT).
+        self.quit(message)
         for address in addresses:
             self.emit(RoomLeft(user=self.user, room=address, reason=f"disconnected from {self.network.name}"))
-        self.quit(message)
 
     @property
     def quitting(self) -> bool:

@@ -49,9 +49,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
 
 from gateway.plugin import (
     FormField,
@@ -78,6 +81,9 @@ from plugins.irc.encoding import split_body
 from plugins.irc.policy import NetworkPolicy, NetworkRefused
 
 log = logging.getLogger(__name__)
+
+#: Seconds to wait for a credential check's connection to close after its QUIT.
+CHECK_CLOSE_TIMEOUT = 5.0
 
 NICK_FIELD = FormField(var="username", label="Nickname", required=True,
                        description="Your IRC nickname on every network")
@@ -545,13 +551,18 @@ class IrcPlugin:
             raise LoginFailed("not-allowed", str(exc)) from exc
         if values.get("encoding_in"):
             settings = replace(settings, charset=values["encoding_in"])
-        credentials = Credentials(account=values.get("sasl_account", ""),
+        nick = values.get("nick") or user.partition("@")[0]
+        credentials = Credentials(account=values.get("sasl_account") or nick,
                                   password=values.get("sasl_password", ""),
                                   client_certificate=values.get("client_certificate", "").strip())
+        closed: Deferred[None] = Deferred()
+        # A throw-away nick: the user's own connection may hold the nick, or take it right after
+        # this check (a nick change), and the server may not have seen this QUIT by then.
         connection = IrcConnection(
-            user=user, nick=values.get("nick") or user.partition("@")[0], network=settings,
+            user=user, nick=f"chk{secrets.token_hex(3)}", network=settings,
             settings=self.connection_settings, addressing=self.addressing, emit=_CheckEvents.emit,
-            clock=self.context.clock, on_closed=lambda: None, credentials=credentials, nicks=NickIndex(),
+            clock=self.context.clock, on_closed=lambda: None if closed.called else closed.callback(None),
+            credentials=credentials, nicks=NickIndex(),
             username=values.get("username", ""), realname=values.get("realname", ""))
         connection.connect()
         try:
@@ -561,3 +572,13 @@ class IrcPlugin:
         finally:
             if not connection.closed and not connection.quitting:
                 connection.quit("registration checked")
+            # Wait for the server to close the link: the nick is free again for the user's own
+            # connection (a nick change right after this check would otherwise collide).
+            timer = self.context.clock.callLater(CHECK_CLOSE_TIMEOUT, closed.cancel)
+            try:
+                await closed
+            except CancelledError:
+                log.info("%s: the check connection to %s did not close in time", user, network)
+            finally:
+                if timer.active():
+                    timer.cancel()
