@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from gateway.plugin import LegacyError, RoomLeft, RoomMessage, SentLine
 from plugins.irc.addressing import Addressing
 from plugins.irc.cap import Registration, Sasl, SaslExternal, SaslPlain
+from plugins.irc.chathistory import History
 from plugins.irc.encoding import encode_and_split, relay_overhead, split_body
 from plugins.irc.formatting import ctcp, to_plain
 from plugins.irc.isupport import ISupport
@@ -205,7 +206,8 @@ class IrcConnection:
         self.clock = clock
         self.on_closed = on_closed
         self.isupport = ISupport()
-        self.channels = Channels(user=user, network=network.name, addressing=addressing,
+        self.history = History(self.isupport.fold)
+        self.channels = Channels(user=user, network=network.name, addressing=addressing, history=self.history,
                                  isupport=self.isupport, emit=emit, own_nick=lambda: self.nick,
                                  reply=lambda nick, text: self.send("NOTICE", nick, text),
                                  ctcp_version=settings.ctcp_version, nick_owner=self.nicks.owner)
@@ -443,6 +445,8 @@ class IrcConnection:
             self.protocol.send_line(line, priority=True)
         if message.command == "005":
             self.isupport.update(message.params)
+        if message.command == "BATCH":
+            self.history.on_batch(message)
         if not was_registered and registration.registered:
             self.nicks.set(self.network.name, None, self.channels.fold(registration.nick), self.user)
             self.nick = registration.nick
@@ -516,13 +520,24 @@ class IrcConnection:
         self.protocol.send_line(line)
 
     def _notice_rooms_later(self, address: str) -> None:
-        # The notice goes out once the channel is joined again.
+        # The notice goes out once the channel is joined again, and then the backfill request.
         def announce() -> None:
             channel = next((c for c in self.channels.channels.values() if c.address == address), None)
             if channel is not None and channel.joined:
                 self.emit(RoomMessage(user=self.user, room=address, nick=self.network.name,
                                       body=f"Reconnected to {self.network.name}", notice=True))
+                self._backfill(channel.name)
         self.channels.on_joined[address] = announce
+
+    def _backfill(self, channel: str) -> None:
+        """IRCv3 chathistory: ask for what was said in ``channel`` while we were away."""
+        assert self.registration is not None
+        token = self.isupport.tokens.get("CHATHISTORY")
+        if not History.available(self.registration.enabled, token):
+            return
+        line = self.history.request(channel, History.limit(token))
+        if line is not None:
+            self.send_raw(line)
 
     # -- outgoing ---------------------------------------------------------------------------
 
