@@ -415,7 +415,8 @@ class Sessions:
         registration = await self.login_registration(state.user)
         if registration is None:
             self.registered.discard(state.user)
-        if registration is None or (not registration.legacy_id and not registration.values):
+        if registration is None or not (registration.legacy_id or registration.values
+                                        or registration.services):
             if not getattr(self.plugin, "allows_unregistered", False):
                 raise LoginFailed("registration-required", "register with the gateway first")
             # Plugins that allow it (IRC rooms) serve unregistered users with defaults.
@@ -504,6 +505,7 @@ class Sessions:
         self.registered.discard(user)
         if state is not None:
             await self._logout(state)
+        await self.room_settings.forget_user(user)  # persistent rooms and room settings go too
 
     def online_users(self) -> list[str]:
         return sorted(user for user, state in self.users.items() if state.session is not None)

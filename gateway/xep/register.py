@@ -229,6 +229,8 @@ class RegisterHandler:
         if not deleted:
             raise StanzaError("registration-required")
         log.info("%s unregistered from service %s", user, service)
+        if not await self.sessions.database.run(repository.list_registrations, self.gateway_jid, user):
+            self.sessions.registered.discard(user)
         await self.sessions.service_changed(user, service, {})
         return None
 
