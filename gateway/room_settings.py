@@ -86,9 +86,29 @@ class RoomSettings:
                 if owner == user and room}
 
     def persistent_rooms(self) -> list[tuple[str, str]]:
-        """(user, room) of every room with its own persistent flag, for the restart."""
+        """(user, room) of every room to rejoin after a restart: those with their own persistent
+        flag, and those joined when the user's global ``persistent`` is on."""
         return sorted((user, room) for (user, room), config in self._rooms.items()
-                      if room and config.persistent)
+                      if room and (config.persistent
+                                   or (config.settings.get("joined") and self.defaults(user).persistent)))
+
+    async def remember_join(self, user: str, room: str, service: str, nick: str) -> None:
+        """A persistent room is joined: remember it (and the nick) for the restart."""
+        if not self.persistent(user, room):
+            return
+        config = self.get(user, room)
+        settings = {**config.settings, "nick": nick, "joined": "true"}
+        if settings != dict(config.settings):
+            await self.save(user, room, service, persistent=config.persistent, settings=settings)
+
+    async def forget_join(self, user: str, room: str) -> None:
+        """The room is left for good: not rejoined after a restart (unless its own flag says so)."""
+        config = self._rooms.get((user, room))
+        if config is None or "joined" not in config.settings:
+            return
+        settings = {k: v for k, v in config.settings.items() if k != "joined"}
+        await self.save(user, room, self._services.get((user, room), ""), persistent=config.persistent,
+                        settings=settings)
 
     # -- writes ------------------------------------------------------------------------------
 

@@ -248,6 +248,7 @@ class MucHandler:
         if self.sessions.room_settings.persistent(state.user, room.address):
             return  # a persistent room stays joined on the legacy side, for nobody (issue 5)
         state.rooms.pop(room.address, None)
+        self._remember(state, room, joined=False)
         if state.session is not None:
             await self.sessions.call(state.session.leave_room(room.address, status))
         self.sessions.session_maybe_done(state)
@@ -343,6 +344,7 @@ class MucHandler:
             case RoomJoined():
                 room.joined = True
                 room.nick = event.nick
+                self._remember(state, room)
                 room.role, room.affiliation = event.role, event.affiliation
                 room.occupants = {o.nick: o for o in event.occupants if o.nick != event.nick}
                 room.subject, room.subject_by = event.subject, event.subject_by
@@ -386,6 +388,18 @@ class MucHandler:
                     return element
 
                 self._to_all(room, subject)
+
+    def _remember(self, state: UserState, room: RoomState, *, joined: bool = True) -> None:
+        """Keep the room table in step for the restart (persistent rooms; no-op otherwise)."""
+        settings = self.sessions.room_settings
+        if joined:
+            service_of = getattr(self.sessions.plugin, "service_of", None)
+            service = service_of(room.address) if service_of is not None else ""
+            work = settings.remember_join(state.user, room.address, service, room.nick)
+        else:
+            work = settings.forget_join(state.user, room.address)
+        ensureDeferred(work).addErrback(
+            lambda f: log.error("room settings of %s: %s", state.user, f.getErrorMessage()))
 
     def _renamed(self, room: RoomState, event: OccupantRenamed) -> None:
         if event.old_nick == room.nick:

@@ -117,6 +117,10 @@ class ServiceCommands:
             settings["record_history"] = "true" if _flag(values["record_history"]) else "false"
         persistent = _flag(values["persistent"]) if "persistent" in values else current.persistent
         await self.sessions.room_settings.save(user, "", "", persistent=persistent, settings=settings)
+        state = self.sessions.users.get(user)
+        if state is not None and not persistent:
+            for room in list(state.rooms):  # rooms kept only by the old default: left now
+                await self.muc.leave_unattended_room(state, room)
         return Outcome(note="Configuration successfully applied.")
 
     async def _disconnect(self, user: str, values: Mapping[str, str] | None) -> Outcome:

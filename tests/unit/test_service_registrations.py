@@ -241,8 +241,15 @@ def test_global_persistent_makes_every_room_persistent(gateway):
     server, _ = gateway
     command(server, GW, "configure", {"persistent": "true"})
     join(server)
+    settings = server.service.sessions.room_settings
+    # Remembered for the restart, with the nick it has.
+    assert settings.persistent_rooms() == [(ALICE, "#chan")]
+    assert settings.get(ALICE, "#chan").settings["nick"] == "al"
     send(server, f"<presence type='unavailable' from='{ALICE}/a' to='{ROOM}/al'/>")
     assert not [entry for entry in log(server) if entry[0] == "part"]
+    command(server, GW, "configure", {"persistent": "false"})
+    assert settings.persistent_rooms() == []
+    assert ("part", ALICE, "#chan", "") in log(server)  # kept by the default only: left now
 
 
 def test_muc_owner_form_and_submission(gateway):
