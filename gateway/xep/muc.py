@@ -219,6 +219,7 @@ class MucHandler:
                 self.sessions.room_settings.persistent(state.user, address):
             return
         state.rooms.pop(address, None)
+        self._remember(state, room, joined=False)
         if state.session is not None:
             await self.sessions.call(state.session.leave_room(address, ""))
         if settle:
