@@ -163,8 +163,11 @@ async def test_registered_network_autojoins_at_logon_and_after_a_restart(prosody
             async with connected_client(prosody, jid, password, send_presence=True) as client:
                 await client.get_roster()
                 async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=options, key=key) as service:
-                    result = await register_form(client, NETWORK_JID, {"nick": nick, "autojoin": channel})
+                    result = await register_form(client, NETWORK_JID, {"nick": nick})
                     assert result["type"] == "result"
+                    # The autojoin list set by the network JID's ad-hoc configure (same settings).
+                    done = await run_command(client, NETWORK_JID, "configure", {"autojoin": channel})
+                    assert note_of(done) == "Configuration successfully applied."
                     await eventually(lambda: client.client_roster[GW]["subscription"] == "both",
                                      what="mutual subscription with the gateway")
                     # Log off (the nick leaves IRC, if the subscription already logged on) and on:

@@ -203,3 +203,24 @@ async def test_muc_owner_persistent_and_disconnect_command(prosody, ngircd, tmp_
                     await eventually(lambda: address not in state.rooms, what="room left")
 
     await as_deferred(scenario())
+
+
+@pytest_twisted.ensureDeferred
+async def test_username_and_realname_from_network_configure(prosody, ngircd, tmp_path):
+    """username and realname set by configure before connecting: WHOIS on IRC shows them."""
+    channel = unique("#ident")
+
+    async def scenario() -> None:
+        async with raw_irc_client(ngircd, unique("bob")) as bob:
+            async with running_gateway(prosody, GW, tmp_path, plugin="irc", options=irc_options(ngircd)):
+                jid, password = prosody.new_user("ident")
+                async with connected_client(prosody, jid, password, send_presence=True) as client:
+                    nick = unique("erin")
+                    await run_command(client, NETWORK_JID, "configure",
+                                      {"nick": nick, "username": "erinid", "realname": "Erin Example"})
+                    async with joined(prosody, client, channel, unique("ignored")):
+                        bob.send(f"WHOIS {nick}")
+                        line = await bob.read_until(lambda line: f" 311 {bob.nick} {nick} " in line)
+                        assert "erinid" in line.split()[4] and line.endswith(":Erin Example"), line
+
+    await as_deferred(scenario())
