@@ -84,6 +84,11 @@ class ServiceCommands:
                     f"Disconnect from an {self.identity_type.upper()} server", self._disconnect),
         ]
 
+    def _allowed(self, user: str) -> None:
+        """allowed_users applies here too: nobody else may store settings on this gateway."""
+        if not self.sessions.policy.allows(user):
+            raise StanzaError("forbidden", text="this gateway does not serve your domain")
+
     def commands_for(self, target: JID) -> dict[str, Command]:
         if target.resource:
             return {}
@@ -103,6 +108,7 @@ class ServiceCommands:
     # -- gateway JID -----------------------------------------------------------------------------
 
     async def _global(self, user: str, values: Mapping[str, str] | None) -> Outcome:
+        self._allowed(user)
         await self.sessions.room_settings.load()
         current = self.sessions.room_settings.defaults(user)
         if values is None:
@@ -147,6 +153,7 @@ class ServiceCommands:
     # -- service JID -----------------------------------------------------------------------------
 
     async def _service(self, service: str, user: str, values: Mapping[str, str] | None) -> Outcome:
+        self._allowed(user)
         if values is None:
             form = await self.register.service_form(user, service)
             return Outcome(form=next(form.elements("jabber:x:data", "x")), done=False)
@@ -177,6 +184,7 @@ class ServiceCommands:
     async def apply_room(self, user: str, room: str, values: Mapping[str, str]) -> None:
         """Store a room's form and apply it: to the legacy session (encodings) and to the room
         itself (no longer persistent and nobody in it: left now)."""
+        self._allowed(user)
         config = self.sessions.room_settings.get(user, room)
         settings = dict(config.settings)
         if "record_history" in values:
@@ -209,6 +217,7 @@ class ServiceCommands:
             await self.muc.leave_unattended_room(state, room)
 
     async def _room(self, room: str, user: str, values: Mapping[str, str] | None) -> Outcome:
+        self._allowed(user)
         await self.sessions.room_settings.load()
         if values is None:
             return Outcome(form=self.room_form(user, room).to_element(), done=False)

@@ -527,7 +527,7 @@ class IrcPlugin:
         return {names[k]: v for k, v in values.items() if k in names}
 
     def service_of(self, room: str) -> str:
-        return self.addressing.format(self.addressing.parse(room).network, "")
+        return self.addressing.parse(room).network  # a network's address is its name
 
     def autojoin_rooms(self, registration: Registration) -> Sequence[tuple[str, str]]:
         rooms = []

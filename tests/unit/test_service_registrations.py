@@ -286,3 +286,23 @@ def test_persistent_rooms_are_rejoined_when_the_stream_comes_up():
         assert server.service.sessions.users[ALICE].rooms["#chan"].joined
     finally:
         server.service.connection.stop()
+
+
+def test_settings_commands_follow_allowed_users():
+    """A JID that allowed_users does not admit cannot store settings (forbidden)."""
+    server, database = build_gateway(PLUGIN, options=OPTIONS, extra={"allowed_users": ["example.org"]})
+    server.service.start()
+    server.handshake()
+    server.clock.advance(0)
+    server.sent()
+    try:
+        [reply] = send(server, f"<iq type='set' id='c' from='eve@evil.example/x' to='{ROOM}'>"
+                               f"<command xmlns='{COMMANDS}' node='configure' action='execute'/></iq>")
+        assert matches(reply, "/iq[@type='error']/error/forbidden")
+        [reply] = send(server, f"<iq type='set' id='o' from='eve@evil.example/x' to='{ROOM}'>"
+                               "<query xmlns='http://jabber.org/protocol/muc#owner'>"
+                               f"{form({'persistent': '1'})}</query></iq>")
+        assert matches(reply, "/iq[@type='error']/error/forbidden")
+        assert server.service.sessions.room_settings.persistent_rooms() == []
+    finally:
+        server.service.connection.stop()
