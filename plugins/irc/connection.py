@@ -21,6 +21,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -321,9 +322,10 @@ class IrcConnection:
         if self.registration is None or not self.registration.registered or self.connected_since is None:
             return f"You are not connected to the IRC server {self.network.name}"
         ago = int(self.clock.seconds() - self.connected_since)
+        since = datetime.fromtimestamp(self.connected_since, UTC).strftime("%Y-%m-%d %H:%M:%S")
         tls = " (using TLS)" if self.network.tls else ""
         lines = [f"Connected to IRC server {self.network.name} on port {self.network.port}{tls} "
-                 f"as {self.nick} since {ago} seconds ago."]
+                 f"as {self.nick} since {since} UTC ({ago} seconds ago)."]
         for channel in sorted(self.channels.channels.values(), key=lambda c: c.name):
             if channel.joined:
                 lines.append(f"{channel.name}")
