@@ -244,7 +244,10 @@ class Sessions:
             self._rooms_restored = True
             for user, room in self.room_settings.persistent_rooms():
                 if self.policy.allows(user):
-                    await self.muc.join_in_background(self.state(user), room)
+                    # Concurrently: one unreachable network must not hold up everyone else's rooms.
+                    ensureDeferred(self.muc.join_in_background(self.state(user), room)).addErrback(
+                        lambda f, user=user: log.error("rejoining rooms of %s failed: %s", user,
+                                                       f.getErrorMessage()))
 
     async def shutdown(self) -> None:
         """SIGTERM (XEP-0100 §8 rule 6, checklist B1): unavailable from every contact, legacy
@@ -351,7 +354,9 @@ class Sessions:
                     self._presence(resource)
                 await self.call(state.session.set_presence(state.presence()))
             if first and state.session is not None and self.muc is not None:
-                await self.muc.autojoin(state)  # the user logs on: autojoin rooms (documented choice)
+                # The user logs on: autojoin rooms (documented choice), without holding up presence.
+                ensureDeferred(self.muc.autojoin(state)).addErrback(
+                    lambda f: log.error("autojoin for %s failed: %s", user, f.getErrorMessage()))
             return
         if state.resources.pop(resource, None) is None:
             return
