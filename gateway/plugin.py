@@ -13,7 +13,7 @@ on construction, so a plugin bug surfaces where it is made, not inside the core.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -103,6 +103,11 @@ class Registration:
     empty for an unregistered user of a plugin that ``allows_unregistered`` (IRC rooms)."""
     values: Mapping[str, str]
     """Every form value, secrets decrypted."""
+    services: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Per-service registrations (:class:`ServiceRegistrations`), by service address: each
+    one's form values, secrets decrypted. An unregistered user may have some too."""
+    rooms: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """The user's room settings (ad-hoc ``configure`` on a room JID), by room address."""
 
     def __post_init__(self) -> None:
         _require_text("Registration.user", self.user)
@@ -605,6 +610,44 @@ class Plugin(Protocol):
         like a MUC service, its rooms listed by :meth:`LegacySession.list_rooms`."""
 
 
+class ServiceRegistrations(Protocol):
+    """Optional part of a :class:`Plugin` whose services (``is_service``: IRC networks) each
+    take their own registration, at ``service@gateway`` (XEP-0077 there, or at the gateway JID
+    with the ``service_field`` filled in). The core stores one registration row per service and
+    hands them to :meth:`Plugin.login` in :attr:`Registration.services`."""
+
+    service_field: FormField
+    """The field of the gateway JID's form that names the service (IRC: ``network``)."""
+    service_registration_fields: Sequence[FormField]
+    """The per-service form; the same form is the service's ad-hoc ``configure`` command."""
+
+    async def check_service_credentials(self, user: str, service: str, values: Mapping[str, str]) -> None:
+        """Verify the values against the service (a real login); raise :class:`LoginFailed`.
+        Nothing is stored unless this returns."""
+
+    def autojoin_rooms(self, registration: Registration) -> Sequence[tuple[str, str]]:
+        """(room address, nick) pairs the core joins when the user logs on (first available
+        resource), without any join presence from the user."""
+
+    def service_of(self, room: str) -> str:
+        """The service address a room address belongs to (IRC: its network)."""
+
+
+class ServiceSession(Protocol):
+    """Optional :class:`LegacySession` coroutines for per-service and per-room settings and the
+    service ad-hoc commands. Each may raise :class:`NotImplementedError`."""
+
+    async def settings_changed(self, address: str, values: Mapping[str, str]) -> None:
+        """A service's registration (``address`` is a service) or a room's settings (a room)
+        changed while the session is open: apply what can be applied now."""
+
+    async def service_info(self, service: str) -> str:
+        """A human-readable account of the connection to ``service`` (``get-…-connection-info``)."""
+
+    async def disconnect_service(self, service: str, message: str) -> bool:
+        """Leave ``service`` (its rooms are left, with status 332); ``False`` if not connected."""
+
+
 PluginFactory = Callable[[PluginContext], Plugin]
 
 __all__ = [
@@ -644,6 +687,8 @@ __all__ = [
     "RoomListing",
     "RoomMessage",
     "SentLine",
+    "ServiceRegistrations",
+    "ServiceSession",
     "SessionLost",
     "Show",
     "SubjectChanged",

@@ -31,8 +31,10 @@ from gateway.xep.mam import MamHandler
 from gateway.xep.muc import MucHandler
 from gateway.xep.muc_admin import MucAdminHandler
 from gateway.xep.muc_history import MucHistory
+from gateway.xep.muc_owner import MucOwnerHandler
 from gateway.xep.ping import PingHandler
 from gateway.xep.register import RegisterHandler
+from gateway.xep.service_commands import ServiceCommands
 from gateway.xep.version import VersionHandler
 
 log = logging.getLogger(__name__)
@@ -91,9 +93,15 @@ class GatewayService:
             )
         )
         self.sessions.attach_plugin(self.plugin)
-        # The per-user archive; ``archive.should_record`` is the per-room "record history" hook.
+        # The per-user archive, recording what each user's record_history setting allows.
+        settings = self.sessions.room_settings
+        settings.default_max_history_length = gateway.archive.history_length
+
+        def should_record(user: str, address: str) -> bool:
+            return gateway.archive.enabled and settings.record_history(user, address)
+
         self.archive = Archive(gateway_jid=gateway.jid, database=database, clock=reactor,
-                               config=gateway.archive)
+                               config=gateway.archive, should_record=should_record)
         self.sessions.archive = self.archive
         secret_fields = frozenset(f.var for f in self.plugin.registration_fields if f.secret)
         self.router = Router(self.connection.send, reactor, secret_fields=secret_fields)
@@ -101,24 +109,28 @@ class GatewayService:
         name = gateway.display_name or f"{self.plugin.name} gateway"
         self.muc = MucHandler(sessions=self.sessions, identity_type=self.plugin.identity_type, name=name,
                               archive=self.archive,
-                              history=MucHistory(self.archive, default_length=gateway.archive.history_length))
+                              history=MucHistory(self.archive, default_length=gateway.archive.history_length,
+                                                 length_for=settings.max_history_length))
+        register = RegisterHandler(gateway=gateway, plugin=self.plugin, sessions=self.sessions)
+        # Commands of service and room JIDs, and the global configure (issue 5).
+        targets = ServiceCommands(sessions=self.sessions, muc=self.muc, register=register,
+                                  identity_type=self.plugin.identity_type)
         for handler in (
             DiscoHandler(lambda: self.router.handlers),
             GatewayIdentity(gateway.jid, self.plugin.identity_type, name),
             VersionHandler(gateway.jid),
             PingHandler(checks=[self.muc.check_ping]),
-            RegisterHandler(
-                gateway=gateway, plugin=self.plugin, sessions=self.sessions,
-            ),
+            register,
             IqGatewayHandler(gateway.jid, self.plugin),
             CommandsHandler(
                 gateway_jid=gateway.jid, admins=config.security.admins, sessions=self.sessions,
-                settings_fields=getattr(self.plugin, "settings_fields", ()),
+                settings_fields=getattr(self.plugin, "settings_fields", ()), targets=targets,
             ),
             self.sessions.roster,
             self.muc,
             MucAdminHandler(self.muc),
             MamHandler(sessions=self.sessions, muc=self.muc, archive=self.archive),
+            MucOwnerHandler(self.muc, targets),
             self.sessions,
         ):
             self.router.add_handler(handler)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -43,6 +43,7 @@ from gateway.plugin import (
     RoomEvent,
     SessionLost,
 )
+from gateway.room_settings import RoomSettings
 from gateway.roster import RosterManager
 from gateway.router import Router, Stanza
 from gateway.stanzas import child_text, error_reply, stanza, xml_safe
@@ -127,6 +128,9 @@ class Sessions:
         self.registered: set[str] = set()
         """Bare JIDs with a registration, cached so the message path needs no database call."""
         self._registered_loaded = False
+        self.room_settings = RoomSettings(gateway_jid, database)
+        """Persistent rooms, history settings and room options of every user (in memory)."""
+        self._rooms_restored = False
 
     def attach_plugin(self, plugin: Plugin) -> None:
         self.plugin = plugin
@@ -179,16 +183,39 @@ class Sessions:
         element.addChild(StanzaError(condition, text=text or None).getElement())
         self.send(element)
 
-    async def load_registration(self, user: str) -> Registration | None:
-        record = await self.database.run(repository.get_registration, self.gateway_jid, user)
-        if record is None:
-            return None
+    def registration_values(self, record: repository.RegistrationRecord) -> dict[str, str]:
         values = {str(k): str(v) for k, v in (record.settings or {}).items()}
         if record.credentials:
             if self.cipher is None:
                 raise RuntimeError("stored credentials but no credentials key configured")
             values.update(self.cipher.decrypt(record.credentials))
-        return Registration(user=user, legacy_id=record.legacy_id, values=values)
+        return values
+
+    async def load_registration(self, user: str) -> Registration | None:
+        """The user's registration at the gateway JID (``None`` without one), with the
+        per-service registrations and the room settings."""
+        records = await self.database.run(repository.list_registrations, self.gateway_jid, user)
+        main = next((r for r in records if not r.service), None)
+        if main is None:
+            return None
+        return self._registration(user, main, records)
+
+    async def login_registration(self, user: str) -> Registration | None:
+        """What :meth:`Plugin.login` gets: the gateway-JID registration, or, without one, an
+        empty one carrying the per-service registrations (``None`` when there is neither)."""
+        records = await self.database.run(repository.list_registrations, self.gateway_jid, user)
+        main = next((r for r in records if not r.service), None)
+        if main is None and not records:
+            return None
+        return self._registration(user, main, records)
+
+    def _registration(self, user: str, main: repository.RegistrationRecord | None,
+                      records: list[repository.RegistrationRecord]) -> Registration:
+        services = {r.service: self.registration_values(r) for r in records if r.service}
+        return Registration(user=user, legacy_id=main.legacy_id if main is not None else "",
+                            values=self.registration_values(main) if main is not None else {},
+                            services=services,
+                            rooms=self.room_settings.rooms_of(user))
 
     # -- stream lifecycle ---------------------------------------------------------
 
@@ -204,6 +231,7 @@ class Sessions:
         if self._registered_loaded:
             return
         users = await self.database.run(repository.registered_users, self.gateway_jid)
+        await self.room_settings.load()
         # Users of domains the admin no longer allows are treated as unregistered.
         self.registered |= {user for user in users if self.policy.allows(user)}
         self._registered_loaded = True
@@ -214,6 +242,15 @@ class Sessions:
         for user in users:
             self._presence(user)
             self._presence(user, type_="probe")
+        if not self._rooms_restored and self.muc is not None:
+            # Once per process: persistent rooms come back after a restart, with no user action.
+            self._rooms_restored = True
+            for user, room in self.room_settings.persistent_rooms():
+                if self.policy.allows(user):
+                    # Concurrently: one unreachable network must not hold up everyone else's rooms.
+                    ensureDeferred(self.muc.join_in_background(self.state(user), room)).addErrback(
+                        lambda f, user=user: log.error("rejoining rooms of %s failed: %s", user,
+                                                       f.getErrorMessage()))
 
     async def shutdown(self) -> None:
         """SIGTERM (XEP-0100 §8 rule 6, checklist B1): unavailable from every contact, legacy
@@ -319,6 +356,10 @@ class Sessions:
                 if first or presence.recipient.user is None:
                     self._presence(resource)
                 await self.call(state.session.set_presence(state.presence()))
+            if first and state.session is not None and self.muc is not None:
+                # The user logs on: autojoin rooms (documented choice), without holding up presence.
+                ensureDeferred(self.muc.autojoin(state)).addErrback(
+                    lambda f: log.error("autojoin for %s failed: %s", user, f.getErrorMessage()))
             return
         if state.resources.pop(resource, None) is None:
             return
@@ -327,10 +368,21 @@ class Sessions:
                 await self.call(state.session.set_presence(state.presence()))
             return
         # The last resource left: XEP-0100 §4.5.1 log out, then unavailable from the gateway;
-        # but a session that still serves joined rooms stays (the rooms end it).
+        # but a session that still serves joined rooms stays (the rooms end it). Rooms joined
+        # for nobody (autojoin) are left now, unless persistent.
+        if self.muc is not None:
+            await self.muc.leave_unattended(state)
         if not state.rooms:
             await self._logout(state)
         self._presence(resource, type_="unavailable")
+
+    async def service_changed(self, user: str, address: str, values: Mapping[str, str]) -> None:
+        """A service registration or room settings changed (empty ``values``: removed): the live
+        legacy session applies what it can now (``settings_changed``, optional)."""
+        state = self.users.get(user)
+        hook = getattr(state.session, "settings_changed", None) if state is not None else None
+        if hook is not None:
+            await self.call(hook(address, values))
 
     async def call(self, operation: Awaitable[T]) -> T | None:
         """Await a legacy operation; unimplemented or refused ones are logged, not raised."""
@@ -368,13 +420,16 @@ class Sessions:
         if not self.policy.allows(state.user):
             # allowed_users applies to every use of the gateway, registered or not (rooms too).
             raise LoginFailed("forbidden", "this gateway does not serve your domain")
-        registration = await self.load_registration(state.user)
+        registration = await self.login_registration(state.user)
         if registration is None:
             self.registered.discard(state.user)
+        if registration is None or not (registration.legacy_id or registration.values
+                                        or registration.services):
             if not getattr(self.plugin, "allows_unregistered", False):
                 raise LoginFailed("registration-required", "register with the gateway first")
             # Plugins that allow it (IRC rooms) serve unregistered users with defaults.
-            registration = Registration(user=state.user, legacy_id="", values={})
+            registration = registration or Registration(user=state.user, legacy_id="", values={},
+                                                        rooms=self.room_settings.rooms_of(state.user))
         try:
             session = await with_timeout(self.clock, self.plugin.login(registration), LOGIN_TIMEOUT)
         except TimeoutError as exc:
@@ -458,6 +513,7 @@ class Sessions:
         self.registered.discard(user)
         if state is not None:
             await self._logout(state)
+        await self.room_settings.forget_user(user)  # persistent rooms and room settings go too
 
     def online_users(self) -> list[str]:
         return sorted(user for user, state in self.users.items() if state.session is not None)

@@ -143,6 +143,9 @@ class Registration(Base):
     user: Mapped[str] = mapped_column(String(_BARE_JID))
     #: The legacy account: an IRC network, a SIP address of record.
     legacy_id: Mapped[str] = mapped_column(String(_LEGACY))
+    #: Empty for the registration at the gateway JID; the service (IRC network) address for
+    #: a per-service registration made at ``service@gateway`` (migration 0002).
+    service: Mapped[str] = mapped_column(String(_LEGACY), default="", server_default="")
     #: Secret form values, encrypted by :class:`gateway.store.crypto.CredentialCipher`.
     credentials: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     #: Non-secret form values and plugin settings (plugins use namespaced keys).

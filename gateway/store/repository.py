@@ -23,20 +23,24 @@ from sqlalchemy import CursorResult, delete, distinct, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gateway.store.models import SUBSCRIPTIONS, Contact, Registration, utcnow
+from gateway.store.models import SUBSCRIPTIONS, Contact, Registration, Room, utcnow
 
 __all__ = [
     "ContactRecord",
     "RegistrationRecord",
+    "RoomRecord",
     "any_credentials",
     "count_registered_users",
     "delete_contact",
     "delete_registration",
+    "delete_rooms",
     "get_registration",
     "list_contacts",
     "list_registrations",
+    "list_rooms",
     "registered_users",
     "save_registration",
+    "save_room",
     "upsert_contact",
 ]
 
@@ -58,6 +62,8 @@ class RegistrationRecord:
     settings: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    #: Empty for the gateway-level registration; the service (IRC network) of a per-service one.
+    service: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +90,7 @@ def _registration_record(row: Registration) -> RegistrationRecord:
         settings=copy.deepcopy(row.settings),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        service=row.service or "",
     )
 
 
@@ -97,19 +104,22 @@ def _contact_record(row: Contact) -> ContactRecord:
     )
 
 
-def _registration_filter(gateway: str, user: str, legacy_id: str | None) -> list[Any]:
+def _registration_filter(gateway: str, user: str, legacy_id: str | None,
+                         service: str | None = None) -> list[Any]:
     conditions: list[Any] = [Registration.gateway == gateway, Registration.user == user]
     if legacy_id is not None:
         conditions.append(Registration.legacy_id == legacy_id)
+    if service is not None:
+        conditions.append(Registration.service == service)
     return conditions
 
 
 def _find_registration(
-    session: Session, gateway: str, user: str, legacy_id: str | None
+    session: Session, gateway: str, user: str, legacy_id: str | None, service: str | None = ""
 ) -> Registration | None:
     statement = (
         select(Registration)
-        .where(*_registration_filter(gateway, user, legacy_id))
+        .where(*_registration_filter(gateway, user, legacy_id, service))
         .order_by(Registration.id)
         .limit(1)
     )
@@ -117,15 +127,17 @@ def _find_registration(
 
 
 def get_registration(
-    session: Session, gateway: str, user: str, legacy_id: str | None = None
+    session: Session, gateway: str, user: str, legacy_id: str | None = None, *, service: str = ""
 ) -> RegistrationRecord | None:
     """Return the user's registration with ``legacy_id`` on ``gateway``, or ``None``.
 
     With ``legacy_id=None``, return the user's registration on the gateway when
     it has exactly one legacy account (a SIP gateway, a fixed-network IRC
     gateway); if it has several, the oldest (lowest id) is returned.
+    ``service`` selects a per-service registration; the default, empty, is the
+    registration made at the gateway JID.
     """
-    row = _find_registration(session, gateway, user, legacy_id)
+    row = _find_registration(session, gateway, user, legacy_id, service)
     return None if row is None else _registration_record(row)
 
 
@@ -144,6 +156,8 @@ def save_registration(
     legacy_id: str,
     credentials: bytes | None,
     settings: Mapping[str, Any],
+    *,
+    service: str = "",
 ) -> RegistrationRecord:
     """Create the registration, or replace its credentials and settings if it exists.
 
@@ -152,12 +166,13 @@ def save_registration(
     ``updated_at`` moves to now. ``credentials=None`` removes stored secrets.
     """
     now = utcnow()
-    row = _find_registration(session, gateway, user, legacy_id)
+    row = _find_registration(session, gateway, user, legacy_id, service)
     if row is None:
         row = Registration(
             gateway=gateway,
             user=user,
             legacy_id=legacy_id,
+            service=service,
             credentials=credentials,
             settings=copy.deepcopy(dict(settings)),
             created_at=now,
@@ -171,7 +186,7 @@ def save_registration(
             with session.begin_nested():
                 session.add(row)
         except IntegrityError:
-            row = _find_registration(session, gateway, user, legacy_id)
+            row = _find_registration(session, gateway, user, legacy_id, service)
             if row is None:
                 raise
         else:
@@ -185,14 +200,16 @@ def save_registration(
     return _registration_record(row)
 
 
-def delete_registration(session: Session, gateway: str, user: str, legacy_id: str | None = None) -> int:
+def delete_registration(session: Session, gateway: str, user: str, legacy_id: str | None = None,
+                        *, service: str | None = None) -> int:
     """Delete the user's registration with ``legacy_id``, or all of them on ``gateway``.
 
     ``legacy_id=None`` is XEP-0077 §3.3 cancellation of the whole gateway
-    registration. Contacts go with their registration (``ON DELETE CASCADE``).
-    Returns the number of registrations deleted.
+    registration, per-service ones included. ``service`` limits the deletion to
+    that service's registration. Contacts go with their registration
+    (``ON DELETE CASCADE``). Returns the number of registrations deleted.
     """
-    statement = delete(Registration).where(*_registration_filter(gateway, user, legacy_id))
+    statement = delete(Registration).where(*_registration_filter(gateway, user, legacy_id, service))
     result = cast(CursorResult[Any], session.execute(statement))
     return result.rowcount
 
@@ -291,3 +308,52 @@ def delete_contact(session: Session, registration_id: int, legacy_address: str) 
     )
     result = cast(CursorResult[Any], session.execute(statement))
     return result.rowcount > 0
+
+
+# --------------------------------------------------------------------------
+# Rooms: per-user room settings, persistent rooms, per-user room defaults
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoomRecord:
+    """A user's settings for one room (or, with empty ``legacy_id`` and ``channel``, the
+    user's defaults for every room), as read from the database."""
+
+    user: str
+    #: The room's service (IRC network); empty for the user's defaults.
+    legacy_id: str
+    #: The room's legacy address; empty for the user's defaults.
+    channel: str
+    persistent: bool
+    settings: dict[str, Any]
+
+
+def list_rooms(session: Session, gateway: str) -> list[RoomRecord]:
+    """Every room row of ``gateway`` (read once at start: the core keeps them in memory)."""
+    statement = select(Room).where(Room.gateway == gateway).order_by(Room.id)
+    return [RoomRecord(user=row.user, legacy_id=row.legacy_id, channel=row.channel,
+                       persistent=bool(row.persistent), settings=copy.deepcopy(row.settings or {}))
+            for row in session.execute(statement).scalars()]
+
+
+def save_room(session: Session, gateway: str, user: str, legacy_id: str, channel: str, *,
+              persistent: bool, settings: Mapping[str, Any]) -> None:
+    """Create or replace a user's row for a room (or the user's defaults)."""
+    statement = select(Room).where(Room.gateway == gateway, Room.user == user, Room.legacy_id == legacy_id,
+                                   Room.channel == channel)
+    row = session.execute(statement).scalar_one_or_none()
+    if row is None:
+        session.add(Room(gateway=gateway, user=user, legacy_id=legacy_id, channel=channel,
+                         persistent=persistent, settings=copy.deepcopy(dict(settings))))
+    else:
+        row.persistent = persistent
+        row.settings = copy.deepcopy(dict(settings))
+    session.flush()
+
+
+def delete_rooms(session: Session, gateway: str, user: str) -> int:
+    """Forget every room setting of a user (unregistration)."""
+    result = cast(CursorResult[Any], session.execute(
+        delete(Room).where(Room.gateway == gateway, Room.user == user)))
+    return result.rowcount

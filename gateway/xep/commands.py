@@ -3,6 +3,9 @@
 User commands: unregister, settings (the plugin's own fields), reconnect.
 Admin commands (for the ``security.admins`` JIDs): get-registered-users-num,
 get-online-users-num, delete-user, announce, end-user-session (XEP-0133 §4).
+Other JIDs of the gateway (services, rooms) get their commands from a
+:class:`TargetCommands` (gateway.xep.service_commands), which also adds some to the
+gateway JID (the global ``configure``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 from twisted.words.protocols.jabber.error import StanzaError
@@ -52,20 +56,31 @@ class Command:
     admin: bool = False
 
 
+class TargetCommands(Protocol):
+    """Commands of JIDs other than the gateway's, and extra ones for the gateway JID."""
+
+    def gateway_commands(self) -> list[Command]: ...
+
+    def commands_for(self, target: JID) -> dict[str, Command]: ...
+
+
 class CommandsHandler:
     def __init__(self, *, gateway_jid: str, admins: Iterable[str], sessions: Sessions,
-                 settings_fields: Iterable[FormField] = ()) -> None:
+                 settings_fields: Iterable[FormField] = (), targets: TargetCommands | None = None) -> None:
         self.gateway_jid = gateway_jid
         self.admins = frozenset(a.lower() for a in admins)
         self.sessions = sessions
         self.settings_fields = tuple(settings_fields)
-        self._open: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self.targets = targets
+        self._open: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
         commands = [
             Command("unregister", "Unregister from this gateway", self._unregister),
             Command("reconnect", "Reconnect to the legacy network", self._reconnect),
         ]
         if self.settings_fields:
             commands.append(Command("settings", "Settings", self._settings))
+        if targets is not None:
+            commands += targets.gateway_commands()
         commands += [
             Command(f"{NS_ADMIN}#get-registered-users-num", "Get number of registered users",
                     self._registered_count, admin=True),
@@ -83,41 +98,50 @@ class CommandsHandler:
 
     # -- discovery (XEP-0050 §3) -------------------------------------------------------
 
-    def _visible(self, requestor: JID) -> list[Command]:
+    def _commands(self, target: JID) -> dict[str, Command]:
+        if target.full() == self.gateway_jid:
+            return self.commands
+        return self.targets.commands_for(target) if self.targets is not None else {}
+
+    def _visible(self, requestor: JID, target: JID) -> list[Command]:
         admin = requestor.userhost().lower() in self.admins
-        return [c for c in self.commands.values() if admin or not c.admin]
+        return [c for c in self._commands(target).values() if admin or not c.admin]
 
     def disco_features(self, requestor: JID, target: JID, node: str) -> Iterable[str]:
-        if target.full() != self.gateway_jid:
+        commands = self._commands(target)
+        if not commands:
             return ()
         if not node:
             return (NS_COMMANDS,)
-        if node in self.commands:
+        if node in commands:
             return (NS_COMMANDS, NS_DATA_FORMS)
         return ()
 
     def disco_identities(self, requestor: JID, target: JID, node: str) -> Iterable[Identity]:
-        if target.full() != self.gateway_jid:
+        commands = self._commands(target)
+        if not commands:
             return ()
         if node == NS_COMMANDS:
             return (Identity(category="automation", type="command-list"),)
-        if (command := self.commands.get(node)) and command in self._visible(requestor):
+        if (command := commands.get(node)) and command in self._visible(requestor, target):
             return (Identity(category="automation", type="command-node", name=command.name),)
         return ()
 
     def disco_items(self, requestor: JID, target: JID, node: str) -> Iterable[DiscoItem]:
-        if target.full() != self.gateway_jid or node != NS_COMMANDS:
+        if node != NS_COMMANDS or not self._commands(target):
             return ()
-        return [DiscoItem(jid=self.gateway_jid, node=c.node, name=c.name) for c in self._visible(requestor)]
+        return [DiscoItem(jid=target.full(), node=c.node, name=c.name)
+                for c in self._visible(requestor, target)]
 
     # -- execution (XEP-0050 §4) ------------------------------------------------------------
 
     async def execute(self, request: IqRequest) -> domish.Element | IqAnswer:
-        if request.recipient.full() != self.gateway_jid:
+        commands = self._commands(request.recipient)
+        if not commands:
             raise StanzaError("service-unavailable")
         payload = request.payload
         node = payload.getAttribute("node", "")
-        command = self.commands.get(node)
+        command = commands.get(node)
         if command is None:
             raise StanzaError("item-not-found")
         user = request.sender.userhost()
@@ -127,7 +151,7 @@ class CommandsHandler:
         session_id = payload.getAttribute("sessionid")
         if session_id is not None:
             opened = self._open.get(session_id)
-            if opened is None or opened != (node, request.sender.full()):
+            if opened is None or opened != (request.recipient.full(), node, request.sender.full()):
                 raise StanzaError("bad-request", text="unknown or expired session")
             if action == "cancel":
                 del self._open[session_id]
@@ -143,7 +167,7 @@ class CommandsHandler:
         outcome = await command.run(user, values)
         status = "completed" if outcome.done else "executing"
         if not outcome.done:
-            self._open[session_id] = (node, request.sender.full())
+            self._open[session_id] = (request.recipient.full(), node, request.sender.full())
             while len(self._open) > MAX_OPEN_SESSIONS:
                 self._open.popitem(last=False)
         reply = _command(node, session_id, status)

@@ -195,6 +195,56 @@ class MucHandler:
         except NotImplementedError:
             self._join_failed(state, room, "feature-not-implemented", "this gateway has no rooms")
 
+    async def join_in_background(self, state: UserState, address: str, nick: str = "") -> None:
+        """Join a room on the legacy side with no resource in it (a persistent room after a
+        restart, an autojoin room at logon); resources join it later like any joined room."""
+        if address in state.rooms:
+            return
+        nick = nick or self.sessions.room_settings.get(state.user, address).settings.get("nick", "") \
+            or state.user.partition("@")[0]
+        try:
+            jid = self.room_jid(address)
+        except ValueError:
+            log.warning("cannot rejoin %s for %s: not a room address", address, state.user)
+            return
+        room = RoomState(address=address, jid=jid, nick=nick)
+        state.rooms[address] = room
+        try:
+            session = await self.sessions.open_session(state)
+            await session.join_room(address, nick, "")
+        except (LoginFailed, LegacyError, NotImplementedError) as exc:
+            log.info("background join of %s for %s failed: %s", address, state.user, exc)
+            self._join_failed(state, room, "undefined-condition", "")
+
+    async def autojoin(self, state: UserState) -> None:
+        """The user logs on: join the plugin's autojoin rooms (per-service registrations)."""
+        autojoin_rooms = getattr(self.sessions.plugin, "autojoin_rooms", None)
+        if autojoin_rooms is None:
+            return
+        registration = await self.sessions.login_registration(state.user)
+        if registration is None:
+            return
+        for address, nick in autojoin_rooms(registration):
+            await self.join_in_background(state, address, nick)
+
+    async def leave_unattended(self, state: UserState) -> None:
+        """The user went offline: leave the rooms no resource is in, unless persistent."""
+        for address in list(state.rooms):
+            await self.leave_unattended_room(state, address, settle=False)
+
+    async def leave_unattended_room(self, state: UserState, address: str, *, settle: bool = True) -> None:
+        """Leave one room on the legacy side if no resource is in it and it is not persistent."""
+        room = state.rooms.get(address)
+        if room is None or room.resources or room.requested or \
+                self.sessions.room_settings.persistent(state.user, address):
+            return
+        state.rooms.pop(address, None)
+        self._remember(state, room, joined=False)
+        if state.session is not None:
+            await self.sessions.call(state.session.leave_room(address, ""))
+        if settle:
+            self.sessions.session_maybe_done(state)
+
     def _join_failed(self, state: UserState, room: RoomState, condition: str, text: str) -> None:
         for resource, nick in room.requested.items():
             element = stanza("presence", sender=f"{room.jid}/{nick}", recipient=resource, type_="error")
@@ -218,7 +268,10 @@ class MucHandler:
         self._self_presence(room, resource, type_="unavailable")  # §7.14
         if room.resources or room.requested:
             return
+        if self.sessions.room_settings.persistent(state.user, room.address):
+            return  # a persistent room stays joined on the legacy side, for nobody (issue 5)
         state.rooms.pop(room.address, None)
+        self._remember(state, room, joined=False)
         if state.session is not None:
             await self.sessions.call(state.session.leave_room(room.address, status))
         self.sessions.session_maybe_done(state)
@@ -302,7 +355,8 @@ class MucHandler:
         held: list[domish.Element] = []
         room.held[resource] = held
         user = parse_jid(resource).userhost()
-        reading = ensureDeferred(self.history.stanzas(user, room.jid, resource, history or HistoryRequest()))
+        reading = ensureDeferred(self.history.stanzas(user, room.jid, resource, history or HistoryRequest(),
+                                                         address=room.address))
 
         def send(lines: list[domish.Element]) -> None:
             if room.held.get(resource) is not held:
@@ -353,6 +407,7 @@ class MucHandler:
             case RoomJoined():
                 room.joined = True
                 room.nick = event.nick
+                self._remember(state, room)
                 room.role, room.affiliation = event.role, event.affiliation
                 room.occupants = {o.nick: o for o in event.occupants if o.nick != event.nick}
                 room.subject, room.subject_by = event.subject, event.subject_by
@@ -396,6 +451,18 @@ class MucHandler:
                     return element
 
                 self._to_all(room, subject)
+
+    def _remember(self, state: UserState, room: RoomState, *, joined: bool = True) -> None:
+        """Keep the room table in step for the restart (persistent rooms; no-op otherwise)."""
+        settings = self.sessions.room_settings
+        if joined:
+            service_of = getattr(self.sessions.plugin, "service_of", None)
+            service = service_of(room.address) if service_of is not None else ""
+            work = settings.remember_join(state.user, room.address, service, room.nick)
+        else:
+            work = settings.forget_join(state.user, room.address)
+        ensureDeferred(work).addErrback(
+            lambda f: log.error("room settings of %s: %s", state.user, f.getErrorMessage()))
 
     def _renamed(self, room: RoomState, event: OccupantRenamed) -> None:
         if event.old_nick == room.nick:

@@ -19,6 +19,7 @@ A malformed attribute is ignored, as if absent.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -81,15 +82,21 @@ def history_message(room_jid: str, resource: str, record: ArchiveRecord) -> domi
 class MucHistory:
     """Builds the history stanzas of one join."""
 
-    def __init__(self, archive: Archive, *, default_length: int) -> None:
+    def __init__(self, archive: Archive, *, default_length: int,
+                 length_for: Callable[[str, str], int] | None = None) -> None:
         self.archive = archive
         self.default_length = default_length
+        self.length_for = length_for
+        """``(user, room address) -> lines``: the user's ``max_history_length`` for that room."""
 
     async def stanzas(self, user: str, room_jid: str, resource: str,
-                      request: HistoryRequest) -> list[domish.Element]:
+                      request: HistoryRequest, *, address: str = "") -> list[domish.Element]:
         if request.maxstanzas == 0 or request.maxchars == 0:
             return []
-        limit = self.default_length if request.maxstanzas is None else request.maxstanzas
+        limit = request.maxstanzas
+        if limit is None:
+            limit = (self.length_for(user, address) if self.length_for is not None and address
+                     else self.default_length)
         limit = min(limit, HISTORY_MAX)
         since = request.since
         if request.seconds is not None:

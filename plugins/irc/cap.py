@@ -70,6 +70,9 @@ DEFAULT_CAPS = frozenset(
         "userhost-in-names",
         "batch",
         "cap-notify",
+        # Backfill after a reconnection (plugins.irc.chathistory); Ergo offers the draft name.
+        "draft/chathistory",
+        "chathistory",
     }
 )
 

@@ -21,6 +21,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -36,6 +37,7 @@ from twisted.python.failure import Failure
 from gateway.plugin import LegacyError, RoomLeft, RoomMessage, SentLine
 from plugins.irc.addressing import Addressing
 from plugins.irc.cap import Registration, Sasl, SaslExternal, SaslPlain
+from plugins.irc.chathistory import History
 from plugins.irc.encoding import encode_and_split, relay_overhead, split_body
 from plugins.irc.formatting import ctcp, to_plain
 from plugins.irc.isupport import ISupport
@@ -184,8 +186,17 @@ class IrcConnection:
     def __init__(self, *, user: str, nick: str, network: NetworkSettings, settings: ConnectionSettings,
                  addressing: Addressing, emit: Callable[[object], None], clock: IReactorTime,
                  on_closed: Callable[[], None], credentials: Credentials | None = None,
-                 nicks: NickIndex | None = None) -> None:
+                 nicks: NickIndex | None = None, username: str = "", realname: str = "",
+                 throttle_burst: int | None = None) -> None:
         self.user = user
+        self.username = username
+        self.realname = realname
+        self.throttle_burst = throttle_burst or settings.throttle_burst
+        self.encodings_in: dict[str, str] = {}
+        """Folded channel -> the fallback charset of its non-UTF-8 lines (room ``encoding_in``)."""
+        self.encodings_out: dict[str, str] = {}
+        """Folded channel -> the charset of the lines sent there (room ``encoding_out``)."""
+        self.connected_since: float | None = None
         self.nicks = nicks or NickIndex()
         self.credentials = credentials or Credentials()
         self.nick = nick
@@ -196,7 +207,8 @@ class IrcConnection:
         self.clock = clock
         self.on_closed = on_closed
         self.isupport = ISupport()
-        self.channels = Channels(user=user, network=network.name, addressing=addressing,
+        self.history = History(self.isupport.fold)
+        self.channels = Channels(user=user, network=network.name, addressing=addressing, history=self.history,
                                  isupport=self.isupport, emit=emit, own_nick=lambda: self.nick,
                                  reply=lambda nick, text: self.send("NOTICE", nick, text),
                                  ctcp_version=settings.ctcp_version, nick_owner=self.nicks.owner)
@@ -239,16 +251,18 @@ class IrcConnection:
             account = self.credentials.account or self.nick
             sasl = SaslPlain(authcid=account, password=self.credentials.password)
         # The real name is the nick: a bare JID in WHOIS would expose the user (privacy).
-        self.registration = Registration(nick=self.nick, user=_username(self.nick), realname=self.nick,
+        self.registration = Registration(nick=self.nick, user=self.username or _username(self.nick),
+                                         realname=self.realname or self.nick,
                                          password=self.network.password or None, sasl=sasl)
         protocol = IrcLineProtocol(
             self._received, clock=self.clock,
-            throttle=Throttle(self.clock.seconds, burst=self.settings.throttle_burst,
+            throttle=Throttle(self.clock.seconds, burst=self.throttle_burst,
                               rate=self.settings.throttle_rate),
             fallback_encoding=self.network.charset, charset_for=self._charset_for,
             keepalive=self.settings.keepalive, timeout=self.settings.keepalive_timeout,
             on_connect=self._connected, on_disconnect=self._disconnected,
         )
+        protocol.encode_line = self._encode_line
         self.protocol = protocol
         endpoint_class = TCP6ClientEndpoint if ":" in self.network.address else TCP4ClientEndpoint
         endpoint = endpoint_class(self.clock, self.network.address, self.network.port, timeout=15)
@@ -277,13 +291,56 @@ class IrcConnection:
 
     def _charset_for(self, message: IrcMessage) -> str | None:
         """A non-UTF-8 line in a channel with its own charset is decoded with that one."""
-        if not self.network.channel_charsets or not message.params:
+        if not message.params:
             return None
         target = self.channels.fold(message.params[0])
+        if target in self.encodings_in:
+            return self.encodings_in[target]
         for channel, charset in self.network.channel_charsets:
             if self.channels.fold(channel) == target:
                 return charset
         return None
+
+    def _encode_line(self, line: str) -> bytes:
+        """UTF-8, except lines to a channel whose ``encoding_out`` says otherwise (Biboumi)."""
+        if self.encodings_out:
+            parts = line.split(" ", 2)
+            if len(parts) > 1 and parts[0] in ("PRIVMSG", "NOTICE", "TOPIC", "PART"):
+                charset = self.encodings_out.get(self.channels.fold(parts[1]))
+                if charset:
+                    return line.encode(charset, "replace")
+        return line.encode("utf-8")
+
+    def set_throttle(self, burst: int) -> None:
+        """Apply a new ``throttle_limit`` to the live connection."""
+        self.throttle_burst = burst
+        if self.protocol is not None:
+            self.protocol.throttle.set_burst(burst)
+
+    def info(self) -> str:
+        """Biboumi's get-irc-connection-info text."""
+        if self.registration is None or not self.registration.registered or self.connected_since is None:
+            return f"You are not connected to the IRC server {self.network.name}"
+        ago = int(self.clock.seconds() - self.connected_since)
+        since = datetime.fromtimestamp(self.connected_since, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        tls = " (using TLS)" if self.network.tls else ""
+        lines = [f"Connected to IRC server {self.network.name} on port {self.network.port}{tls} "
+                 f"as {self.nick} since {since} UTC ({ago} seconds ago)."]
+        for channel in sorted(self.channels.channels.values(), key=lambda c: c.name):
+            if channel.joined:
+                lines.append(f"{channel.name}")
+        return "\n".join(lines)
+
+    def disconnect(self, message: str) -> None:
+        """Leave the network at the user's request: every room is left (332), then QUIT."""
+        addresses = [c.address for c in self.channels.channels.values()]
+        addresses += [address for address, _key in self.rejoin.values()]
+        self.channels.channels.clear()
+        self.rejoin.clear()
+        # QUIT first: the last room left may end the whole legacy session (another QUIT).
+        self.quit(message)
+        for address in addresses:
+            self.emit(RoomLeft(user=self.user, room=address, reason=f"disconnected from {self.network.name}"))
 
     @property
     def quitting(self) -> bool:
@@ -390,10 +447,13 @@ class IrcConnection:
             self.protocol.send_line(line, priority=True)
         if message.command == "005":
             self.isupport.update(message.params)
+        if message.command == "BATCH":
+            self.history.on_batch(message)
         if not was_registered and registration.registered:
             self.nicks.set(self.network.name, None, self.channels.fold(registration.nick), self.user)
             self.nick = registration.nick
             self._attempt = 0
+            self.connected_since = self.clock.seconds()
             if registration.error is not None and registration.error.kind.startswith("sasl"):
                 if registration.error.kind == "sasl-failed":
                     # Wrong account or password: refuse rather than carry on unauthenticated.
@@ -462,13 +522,24 @@ class IrcConnection:
         self.protocol.send_line(line)
 
     def _notice_rooms_later(self, address: str) -> None:
-        # The notice goes out once the channel is joined again.
+        # The notice goes out once the channel is joined again, and then the backfill request.
         def announce() -> None:
             channel = next((c for c in self.channels.channels.values() if c.address == address), None)
             if channel is not None and channel.joined:
                 self.emit(RoomMessage(user=self.user, room=address, nick=self.network.name,
                                       body=f"Reconnected to {self.network.name}", notice=True))
+                self._backfill(channel.name)
         self.channels.on_joined[address] = announce
+
+    def _backfill(self, channel: str) -> None:
+        """IRCv3 chathistory: ask for what was said in ``channel`` while we were away."""
+        assert self.registration is not None
+        token = self.isupport.tokens.get("CHATHISTORY")
+        if not History.available(self.registration.enabled, token):
+            return
+        line = self.history.request(channel, History.limit(token))
+        if line is not None:
+            self.send_raw(line)
 
     # -- outgoing ---------------------------------------------------------------------------
 

@@ -35,14 +35,26 @@ Options (``[gateways.NAME.options]``):
 ``keepalive`` / ``keepalive_timeout``
     seconds of server silence before a PING, and seconds to wait for its answer before the
     link counts as dead and is reconnected (default 120, 60).
+``require_registration``
+    refuse networks the user has not registered with (at ``network@gateway``, or with a
+    registration at the gateway JID); default false: anyone may join rooms with the nick
+    of their join presence.
+
+Registered networks (issue 5): a user registers per network at ``network@gateway`` (the
+``service_registration_fields`` below, Biboumi's server ``configure`` names), or at the
+gateway JID with ``network`` filled in. The settings are checked by a real connection first.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Mapping
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
 
 from gateway.plugin import (
     FormField,
@@ -52,10 +64,11 @@ from gateway.plugin import (
     PluginContext,
     PresenceUpdate,
     Registration,
+    RoomLeft,
     RoomListing,
     SentLine,
 )
-from plugins.irc.addressing import Addressing, IrcAddress
+from plugins.irc.addressing import DEFAULT_CHANTYPES, Addressing, IrcAddress
 from plugins.irc.connection import (
     ConnectionSettings,
     Credentials,
@@ -69,6 +82,9 @@ from plugins.irc.policy import NetworkPolicy, NetworkRefused
 
 log = logging.getLogger(__name__)
 
+#: Seconds to wait for a credential check's connection to close after its QUIT.
+CHECK_CLOSE_TIMEOUT = 5.0
+
 NICK_FIELD = FormField(var="username", label="Nickname", required=True,
                        description="Your IRC nickname on every network")
 ACCOUNT_FIELD = FormField(var="sasl_account", label="Account (SASL or NickServ)",
@@ -80,16 +96,72 @@ CLIENT_CERTIFICATE_FIELD = FormField(
     type="text-multi", secret=True,
     description="Shown to TLS networks only; used with SASL EXTERNAL instead of the password")
 
+#: The gateway JID form's field that makes it a network registration.
+NETWORK_FIELD = FormField(var="network", label="Network (optional)",
+                          description="Fill in to register with this network only; then the nickname, "
+                                      "account, password and certificate above apply to it")
+#: The per-network form (registration at network@gateway and its ad-hoc ``configure``), with
+#: Biboumi's field names (reference/biboumi.md §2.6) so that scripts carry over.
+SERVICE_FIELDS = (
+    FormField(var="nick", label="Nickname"),
+    FormField(var="username", label="Username (ident)"),
+    FormField(var="realname", label="Real name"),
+    FormField(var="sasl_account", label="SASL or NickServ account", description="Empty: the nickname"),
+    FormField(var="sasl_password", label="SASL or NickServ password", type="text-private", secret=True,
+              description="SASL PLAIN, or NickServ IDENTIFY when the network has no SASL"),
+    FormField(var="client_certificate", label="Client certificate and key (PEM), for SASL EXTERNAL",
+              type="text-multi", secret=True),
+    FormField(var="autojoin", label="Rooms joined when you log on", type="text-multi",
+              description="One channel per line"),
+    FormField(var="throttle_limit", label="Throttle limit", description="Lines sent at once (flood control)"),
+    FormField(var="encoding_in", label="In encoding", description="Fallback charset of non-UTF-8 lines"),
+    FormField(var="encoding_out", label="Out encoding", description="Charset of the lines sent (UTF-8)"),
+)
+#: The per-room settings the plugin applies (the core's room ``configure`` form holds them).
+ROOM_ENCODINGS = ("encoding_in", "encoding_out")
+
+
+def _check_charset(name: str, value: str) -> None:
+    if value:
+        try:
+            "".encode(value)
+        except LookupError:
+            raise LegacyError("not-acceptable", f"{name}: unknown charset {value!r}") from None
+
+
+def check_settings(values: Mapping[str, str]) -> None:
+    """Refuse network or room settings that cannot work (before any connection)."""
+    nick = values.get("nick", "")
+    if nick and (any(c in nick for c in " ,*?!@#:") or nick[0].isdigit()):
+        raise LoginFailed("not-acceptable", f"{nick!r} is not a valid IRC nickname")
+    for name in ("encoding_in", "encoding_out"):
+        _check_charset(name, values.get(name, ""))
+    limit = values.get("throttle_limit", "")
+    if limit and (not limit.isdigit() or int(limit) < 1):
+        raise LoginFailed("not-acceptable", "throttle_limit: a number of lines, at least 1")
+    if values.get("client_certificate", "").strip():
+        try:
+            load_client_certificate(values["client_certificate"])
+        except ValueError as exc:
+            raise LoginFailed("not-acceptable", str(exc)) from None
+
 
 class IrcSession:
     """One XMPP user's IRC side: a connection per network, opened on first use."""
 
     def __init__(self, plugin: IrcPlugin, user: str, nick: str,
-                 credentials: Credentials | None = None) -> None:
+                 credentials: Credentials | None = None,
+                 services: Mapping[str, Mapping[str, str]] | None = None,
+                 rooms: Mapping[str, Mapping[str, str]] | None = None, registered: bool = False) -> None:
         self.plugin = plugin
         self.user = user
         self.nick = nick
         self.credentials = credentials or Credentials()
+        self.services: dict[str, Mapping[str, str]] = dict(services or {})
+        """Network -> the user's registration with it (SERVICE_FIELDS values)."""
+        self.rooms: dict[str, Mapping[str, str]] = dict(rooms or {})
+        """Room address -> its settings (encoding_in, encoding_out...)."""
+        self.registered = registered
         self.connections: dict[str, IrcConnection] = {}
 
     async def connection(self, network: str, nick: str | None = None) -> IrcConnection:
@@ -99,21 +171,89 @@ class IrcSession:
             return existing
         if len(self.connections) >= self.plugin.max_connections:
             raise LegacyError("resource-constraint", f"at most {self.plugin.max_connections} IRC networks")
+        service = self.services.get(network)
+        if self.plugin.require_registration and service is None and not self.registered:
+            raise LegacyError("registration-required", f"register with {network} first")
         try:
             settings = await self.plugin.network_settings(network)
         except NetworkRefused as exc:
             raise LegacyError("not-allowed", str(exc)) from exc
+        service = service or {}
+        if service.get("encoding_in"):
+            settings = replace(settings, charset=service["encoding_in"])
+        credentials = self.credentials
+        if service.get("sasl_password") or service.get("client_certificate"):
+            credentials = Credentials(account=service.get("sasl_account", ""),
+                                      password=service.get("sasl_password", ""),
+                                      client_certificate=service.get("client_certificate", "").strip())
+        limit = service.get("throttle_limit", "")
         connection = IrcConnection(
-            user=self.user, nick=nick or self.nick or self.user.partition("@")[0], network=settings,
+            user=self.user, nick=service.get("nick") or nick or self.nick or self.user.partition("@")[0],
+            network=settings,
             settings=self.plugin.connection_settings, addressing=self.plugin.addressing,
             emit=self.plugin.context.events.emit, clock=self.plugin.context.clock,
-            on_closed=lambda: self._closed(network, connection), credentials=self.credentials,
-            nicks=self.plugin.nicks,
+            on_closed=lambda: self._closed(network, connection), credentials=credentials,
+            nicks=self.plugin.nicks, username=service.get("username", ""),
+            realname=service.get("realname", ""),
+            throttle_burst=int(limit) if limit.isdigit() and int(limit) > 0 else None,
         )
         self.connections[network] = connection
+        for room, values in self.rooms.items():
+            self._apply_room(connection, room, values)
         connection.connect()
         await connection.ready()
         return connection
+
+    def _apply_room(self, connection: IrcConnection, room: str, values: Mapping[str, str]) -> None:
+        address = self.plugin.addressing.parse(room)
+        if address.network != connection.network.name:
+            return
+        folded = connection.channels.fold(address.name)
+        for key, table in (("encoding_in", connection.encodings_in),
+                           ("encoding_out", connection.encodings_out)):
+            if values.get(key):
+                table[folded] = values[key]
+            else:
+                table.pop(folded, None)
+
+    # -- settings and service commands (issue 5) ------------------------------------------------
+
+    async def settings_changed(self, address: str, values: Mapping[str, str]) -> None:
+        if self.plugin.is_service(address):
+            network = self._address(address).network
+            if values:
+                self.services[network] = values
+            else:
+                self.services.pop(network, None)
+            connection = self.connections.get(network)
+            if connection is None or connection.closed or connection.quitting:
+                return
+            nick = values.get("nick", "")
+            if nick and connection.channels.fold(nick) != connection.channels.fold(connection.nick):
+                connection.send("NICK", nick)
+            limit = values.get("throttle_limit", "")
+            connection.set_throttle(int(limit) if limit.isdigit() and int(limit) > 0
+                                    else self.plugin.connection_settings.throttle_burst)
+            return
+        self.rooms[address] = values
+        connection = self.connections.get(self._address(address).network)
+        if connection is not None:
+            self._apply_room(connection, address, values)
+
+    async def service_info(self, service: str) -> str:
+        network = self._address(service).network
+        connection = self.connections.get(network)
+        if connection is None:
+            return f"You are not connected to the IRC server {network}"
+        return connection.info()
+
+    async def disconnect_service(self, service: str, message: str) -> bool:
+        network = self._address(service).network
+        connection = self.connections.get(network)
+        if connection is None:
+            return False
+        connection.disconnect(message)
+        return True
 
     def _closed(self, network: str, connection: IrcConnection) -> None:
         # A newer connection may have replaced this one while it was quitting.
@@ -221,6 +361,16 @@ class IrcSession:
         self.connections.clear()
 
 
+class _CheckEvents:
+    """Where a credential check's throw-away connection reports: nowhere (the user is in no
+    room of it), so it never emits for the user."""
+
+    @staticmethod
+    def emit(event: object) -> None:
+        if isinstance(event, RoomLeft):
+            return
+
+
 class _Options:
     """Typed reads of the plugin's options table; errors name the key (config.py does the rest)."""
 
@@ -262,6 +412,8 @@ class IrcPlugin:
     prompt = "Enter an IRC channel or nick with its network, e.g. #chan%irc.example.net"
     registration_fields = (NICK_FIELD, ACCOUNT_FIELD, PASSWORD_FIELD, CLIENT_CERTIFICATE_FIELD)
     allows_unregistered = True
+    service_field = NETWORK_FIELD
+    service_registration_fields = SERVICE_FIELDS
 
     def __init__(self, context: PluginContext) -> None:
         self.context = context
@@ -272,6 +424,7 @@ class IrcPlugin:
         self.networks: Mapping[str, Mapping[str, Any]] = {
             str(k).lower(): v for k, v in options.table("networks").items()}
         self.max_connections = options.number("max_connections", 10, minimum=1)
+        self.require_registration = options.flag("require_registration", False)
         self.nicks = NickIndex()
         self.connection_settings = ConnectionSettings(
             throttle_burst=options.number("throttle_burst", 10, minimum=1),
@@ -361,4 +514,71 @@ class IrcPlugin:
         values = registration.values
         credentials = Credentials(account=values.get("sasl_account", ""), password=values.get("password", ""),
                                   client_certificate=values.get("client_certificate", "").strip())
-        return IrcSession(self, registration.user, values.get("username", ""), credentials)
+        return IrcSession(self, registration.user, values.get("username", ""), credentials,
+                          services=registration.services, rooms=registration.rooms,
+                          registered=bool(registration.legacy_id))
+
+    # -- per-network registrations (gateway.plugin.ServiceRegistrations) ------------------------
+
+    def service_values(self, values: Mapping[str, str]) -> dict[str, str]:
+        """The gateway JID's form, naming a network, as that network's form."""
+        names = {"username": "nick", "sasl_account": "sasl_account", "password": "sasl_password",
+                 "client_certificate": "client_certificate"}
+        return {names[k]: v for k, v in values.items() if k in names}
+
+    def service_of(self, room: str) -> str:
+        return self.addressing.parse(room).network  # a network's address is its name
+
+    def autojoin_rooms(self, registration: Registration) -> Sequence[tuple[str, str]]:
+        rooms = []
+        for network, values in sorted(registration.services.items()):
+            nick = (values.get("nick") or registration.values.get("username")
+                    or registration.user.partition("@")[0])
+            for line in values.get("autojoin", "").splitlines():
+                channel = line.strip()
+                if channel and channel[0] in DEFAULT_CHANTYPES:
+                    rooms.append((self.addressing.format(network, channel.lower()), nick))
+        return rooms
+
+    async def check_service_credentials(self, user: str, service: str, values: Mapping[str, str]) -> None:
+        """A real connection with these settings: SASL refused, nick refused or network
+        unreachable refuse the registration (nothing is stored)."""
+        check_settings(values)
+        network = self.addressing.parse(service).network
+        try:
+            settings = await self.network_settings(network)
+        except NetworkRefused as exc:
+            raise LoginFailed("not-allowed", str(exc)) from exc
+        if values.get("encoding_in"):
+            settings = replace(settings, charset=values["encoding_in"])
+        nick = values.get("nick") or user.partition("@")[0]
+        credentials = Credentials(account=values.get("sasl_account") or nick,
+                                  password=values.get("sasl_password", ""),
+                                  client_certificate=values.get("client_certificate", "").strip())
+        closed: Deferred[None] = Deferred()
+        # A throw-away nick: the user's own connection may hold the nick, or take it right after
+        # this check (a nick change), and the server may not have seen this QUIT by then.
+        connection = IrcConnection(
+            user=user, nick=f"chk{secrets.token_hex(3)}", network=settings,
+            settings=self.connection_settings, addressing=self.addressing, emit=_CheckEvents.emit,
+            clock=self.context.clock, on_closed=lambda: None if closed.called else closed.callback(None),
+            credentials=credentials, nicks=NickIndex(),
+            username=values.get("username", ""), realname=values.get("realname", ""))
+        connection.connect()
+        try:
+            await connection.ready()
+        except LegacyError as exc:
+            raise LoginFailed(exc.condition, exc.text) from exc
+        finally:
+            if not connection.closed and not connection.quitting:
+                connection.quit("registration checked")
+            # Wait for the server to close the link: the nick is free again for the user's own
+            # connection (a nick change right after this check would otherwise collide).
+            timer = self.context.clock.callLater(CHECK_CLOSE_TIMEOUT, closed.cancel)
+            try:
+                await closed
+            except CancelledError:
+                log.info("%s: the check connection to %s did not close in time", user, network)
+            finally:
+                if timer.active():
+                    timer.cancel()

@@ -98,6 +98,9 @@ class IrcLineProtocol(Protocol):
         self.timeout = timeout
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
+        self.encode_line: Callable[[str], bytes] = lambda line: line.encode("utf-8")
+        """Turns an outgoing line into bytes: UTF-8, or a room's ``encoding_out`` (set by the
+        connection)."""
         self.timed_out = False
         self._buffer = b""
         self._discarding = False
@@ -218,7 +221,7 @@ class IrcLineProtocol(Protocol):
     def _flush(self) -> None:
         if self.connected and self.transport is not None:
             for line in self.throttle.pop_ready():
-                self.transport.write(line.encode("utf-8") + b"\r\n")
+                self.transport.write(self.encode_line(line) + b"\r\n")
         self._schedule()
 
     # -- the one timer -------------------------------------------------------------------

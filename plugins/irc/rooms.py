@@ -35,7 +35,8 @@ from gateway.plugin import (
     SubjectChanged,
 )
 from plugins.irc.addressing import Addressing
-from plugins.irc.formatting import ctcp, ctcp_split, to_xep0393
+from plugins.irc.chathistory import History, server_time
+from plugins.irc.formatting import ctcp, ctcp_split, to_plain, to_xep0393
 from plugins.irc.isupport import ISupport
 from plugins.irc.lines import IrcMessage
 
@@ -110,8 +111,11 @@ class Channels:
                  emit: Emit, own_nick: Callable[[], str],
                  reply: Callable[[str, str], None] = lambda nick, text: None,
                  ctcp_version: str = "",
-                 nick_owner: Callable[[str, str], str] = lambda network, folded_nick: "") -> None:
+                 nick_owner: Callable[[str, str], str] = lambda network, folded_nick: "",
+                 history: History | None = None) -> None:
         self.user = user
+        self.history = history or History(isupport.fold)
+        """The last line seen per channel, and which batches are chathistory backfill."""
         self.nick_owner = nick_owner
         """(network, folded nick) -> the bare JID of the gateway user with that nick, or ""."""
         self.reply = reply
@@ -332,8 +336,9 @@ class Channels:
             return
         # Shown in the room as Biboumi does: "Mode #chan [+o nick] by op", from the room itself.
         setter = message.nick or message.source or self.network
-        self.emit(RoomMessage(user=self.user, room=channel.address, nick="",
-                              body=f"Mode {channel.name} [{' '.join(message.params[1:])}] by {setter}"))
+        # Plain text: a mode parameter may hold formatting or control codes (found by hypothesis).
+        text = f"Mode {channel.name} [{' '.join(message.params[1:])}] by {setter}"
+        self.emit(RoomMessage(user=self.user, room=channel.address, nick="", body=to_plain(text)))
         changed: dict[str, Member] = {}
         for change in self.isupport.parse_mode_change(message.params[1], message.params[2:]):
             adding, mode, param = change
@@ -390,8 +395,11 @@ class Channels:
         if self.isupport.is_channel(target):
             channel = self.channels.get(self.fold(target))
             if channel is not None and channel.joined:
+                backfill = self.history.is_backfill(message)
+                self.history.seen(target, message)
                 self.emit(RoomMessage(user=self.user, room=channel.address, nick=nick, body=body,
-                                      legacy_id=legacy_id, notice=notice))
+                                      legacy_id=legacy_id, notice=notice, timestamp=server_time(message),
+                                      backfill=backfill))
             return
         if self.is_me(target):
             self.emit(MessageReceived(user=self.user, contact=self.addressing.format(self.network, nick),

@@ -59,6 +59,14 @@ class Throttle:
         # AUTHENTICATE chunks, CAP REQ then CAP END) must keep their order.
         self._priority: deque[str] = deque()
 
+    def set_burst(self, burst: int) -> None:
+        """A new bucket size (the user's ``throttle_limit``), applied from now on."""
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self._refill()
+        self._burst = burst
+        self._tokens = min(self._tokens, float(burst))
+
     def __len__(self) -> int:
         return len(self._priority) + len(self._queue)
 

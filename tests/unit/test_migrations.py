@@ -52,7 +52,7 @@ def test_empty_database_has_no_revision(empty_engine: Engine) -> None:
 
 def test_upgrade_reaches_head(empty_engine: Engine) -> None:
     """Upgrading an empty database reaches the newest shipped revision."""
-    assert head_revision() == "0001"
+    assert head_revision() == "0002"
     assert upgrade_to_head(empty_engine) == head_revision()
     assert current_revision(empty_engine) == head_revision()
 

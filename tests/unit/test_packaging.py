@@ -19,6 +19,7 @@ MIGRATION_FILES = (
     "gateway/migrations/env.py",
     "gateway/migrations/script.py.mako",
     "gateway/migrations/versions/0001_initial.py",
+    "gateway/migrations/versions/0002_service_registrations.py",
 )
 
 #: Run in a child interpreter, with the unpacked wheel first on sys.path.
@@ -97,4 +98,4 @@ def test_wheel_ships_migrations_and_can_upgrade(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "database at revision 0001"
+    assert result.stdout.strip() == "database at revision 0002"
