@@ -7,6 +7,7 @@ same XMPP users, rooms and IRC clients for both gateways.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import statistics
 import time
@@ -48,7 +49,8 @@ class Context:
 def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile (``fraction`` in 0..1) of a non-empty list."""
     ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    # The smallest value with at least ``fraction`` of the values at or below it (epsilon: 0.99 * 100).
+    index = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered) - 1e-9) - 1))
     return ordered[index]
 
 
