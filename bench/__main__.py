@@ -47,13 +47,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--storm", type=int, default=200, help="users logging on at once")
     parser.add_argument("--groups", default=",".join(GROUPS), help=f"subset of {','.join(GROUPS)}")
     parser.add_argument("--gateways", default="ours,biboumi")
-    parser.add_argument("--profile", action="store_true",
-                        help="after the measured phases, rerun ours' message phases under py-spy")
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
+                        help="profile ours (py-spy and tracemalloc) after the measured phases "
+                             "(default: on, off with --quick)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output directory")
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.window, args.latency_messages = 1000, 200, 50
         args.sessions, args.idle, args.join_k, args.join_reps, args.storm = "20,50", 3.0, "50,100", 2, 20
+    if args.profile is None:
+        args.profile = not args.quick
     args.session_steps = [int(v) for v in args.sessions.split(",")]
     args.join_ks = [int(v) for v in args.join_k.split(",")]
     args.group_list = [g for g in args.groups.split(",") if g]
@@ -115,28 +118,86 @@ async def start(ctx: phases.Context, archive: bool) -> None:
 
 
 async def profile_ours(ctx: phases.Context, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """Our message phases again, sampled by py-spy (raw collapsed stacks, then the top frames)."""
+    """Where ours spends its CPU and memory: the message phases and warm joins of the biggest channel
+    sampled by py-spy (collapsed stacks, then the top functions), and the memory of the first
+    session step diffed with tracemalloc. Separate from the measured phases (both slow it down)."""
     py_spy = Path(sys.executable).parent / "py-spy"
     if not py_spy.exists():
         return {"skipped": "py-spy is not installed (pip install -e '.[bench]')"}
     summaries: dict[str, Any] = {}
+
+    async def sampled(name: str, work: Callable[[], Awaitable[Any]], rate: int = 250) -> None:
+        stacks = out / f"profile-ours-{name}.txt"
+        spy = subprocess.Popen([str(py_spy), "record", "--pid", str(ctx.gateway.pid), "--rate", str(rate),
+                                "--format", "raw", "--output", str(stacks), "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await asyncio.sleep(1.0)
+        await work()
+        spy.send_signal(2)
+        spy.wait(30)
+        summaries[name] = {"stacks": str(stacks), **top_frames(stacks)}
+
     await start(ctx, False)
     pair = await phases.message_pair(ctx, False)
     try:
-        for name, run in (("x2i", phases.xmpp_to_irc), ("i2x", phases.irc_to_xmpp)):
-            stacks = out / f"profile-ours-{name}.txt"
-            spy = subprocess.Popen([str(py_spy), "record", "--pid", str(ctx.gateway.pid), "--rate", "250",
-                                    "--format", "raw", "--output", str(stacks), "--nonblocking"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            await asyncio.sleep(1.0)
-            await run(ctx, pair, args.messages, args.window)
-            spy.send_signal(2)
-            spy.wait(30)
-            summaries[name] = {"stacks": str(stacks), **top_frames(stacks)}
+        await sampled("x2i", lambda: phases.xmpp_to_irc(ctx, pair, args.messages, args.window))
+        await sampled("i2x", lambda: phases.irc_to_xmpp(ctx, pair, args.messages, args.window))
     finally:
         await phases.close_pair(pair)
-        ctx.gateway.stop()
+    if ctx.occupants:
+        k = len(ctx.occupants)
+        user = await ctx.login(f"warm{args.join_ks[-1]}")
+        await user.join(phases.room("#lobby"), "profiler")
+
+        async def joins() -> None:
+            for _ in range(5):
+                await user.join(phases.room(phases.BIG_CHANNEL), "profiler", timeout=120)
+                await user.leave(phases.room(phases.BIG_CHANNEL), "profiler")
+
+        await sampled(f"join-k{k}", joins, rate=1000)
+        await user.close()
+    ctx.gateway.stop()
+    summaries["memory"] = await memory_profile(ctx, args.session_steps[0])
     return summaries
+
+
+async def memory_profile(ctx: phases.Context, sessions: int) -> dict[str, Any]:
+    """tracemalloc's diff over ``sessions`` joins: bytes per session by source line and by file."""
+    import tracemalloc
+
+    gateway = ctx.gateway
+    assert isinstance(gateway, Ours)
+    gateway.traced = True
+    try:
+        await start(ctx, False)
+        clients = [c for c in await phases.bounded(range(sessions), 50, lambda i: ctx.login(f"u{i:04d}"))
+                   if not isinstance(c, BaseException)]
+
+        async def snapshot(n: int) -> tracemalloc.Snapshot:
+            gateway.process.send_signal(10)  # type: ignore[union-attr]
+            done = gateway.directory / f"snapshot-{n}.done"
+            while not done.exists():
+                await asyncio.sleep(0.2)
+            return tracemalloc.Snapshot.load(str(gateway.directory / f"snapshot-{n}.pickle"))
+
+        before = await snapshot(0)
+        await phases.bounded(clients, 10, lambda c: c.join(phases.room(f"#s{c.user}"), f"n{c.user}"))
+        await asyncio.sleep(1.0)
+        after = await snapshot(1)
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    finally:
+        gateway.stop()
+        gateway.traced = False
+    n = max(len(clients), 1)
+
+    def per_session(key: str) -> dict[str, float]:
+        diffs = sorted(after.compare_to(before, key), key=lambda d: -d.size_diff)[:20]
+        return {_short(str(d.traceback[0])): round(d.size_diff / n) for d in diffs}
+
+    total = sum(d.size_diff for d in after.compare_to(before, "filename"))
+    return {"sessions": len(clients), "traced_bytes_per_session": round(total / n),
+            "bytes_per_session_by_line": per_session("lineno"),
+            "bytes_per_session_by_file": per_session("filename")}
 
 
 def top_frames(path: Path, count: int = 25) -> dict[str, Any]:
@@ -161,6 +222,12 @@ def top_frames(path: Path, count: int = 25) -> dict[str, Any]:
     return {"samples": total,
             "self_pct": {k: pct(v) for k, v in sorted(own.items(), key=lambda kv: -kv[1])[:count]},
             "inclusive_pct": {k: pct(v) for k, v in sorted(inclusive.items(), key=lambda kv: -kv[1])[:count]}}
+
+
+def _short(where: str) -> str:
+    """A source location relative to the checkout or to site-packages."""
+    root = str(Path(__file__).resolve().parent.parent) + "/"
+    return where.replace(root, "").split("site-packages/")[-1].removesuffix(":0")
 
 
 def _frame_name(frame: str) -> str:
@@ -278,6 +345,20 @@ def markdown(results: dict[str, Any]) -> str:
              report.table(results["ours"], results["biboumi"]),
              "\n## CPU by process, per phase (cores = CPU seconds / wall seconds)\n",
              report.cpu_table(phase_cpu(results))]
+    profile = results["ours"].get("profile")
+    if isinstance(profile, dict):
+        parts.append("\n## Profile of ours (py-spy: % of samples; tracemalloc: bytes per session)\n")
+        for name, data in profile.items():
+            if not isinstance(data, dict):
+                continue
+            for key in ("self_pct", "inclusive_pct", "bytes_per_session_by_file",
+                        "bytes_per_session_by_line"):
+                if key in data:
+                    items = "; ".join(f"`{k}` {v}" for k, v in data[key].items())
+                    parts.append(f"**{name} {key}**: {items}")
+            if "traced_bytes_per_session" in data:
+                parts.append(f"**{name}**: {data['traced_bytes_per_session']} traced bytes per session "
+                             f"over {data['sessions']} sessions")
     if results["errors"]:
         parts.append("\n## Errors\n")
         parts += [f"- {e['what']}: {e['error']}\n" for e in results["errors"]]

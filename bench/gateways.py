@@ -6,6 +6,7 @@ Each addresses the bench's ngircd as network ``127.0.0.1``: rooms are ``#chan%12
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -52,8 +53,11 @@ class Gateway:
         self.archive = archive
         self.directory.mkdir(parents=True, exist_ok=True)
         log = (self.directory / "stdout.log").open("ab")
+        # The checkout on the path, so ``-m bench.traced_gateway`` works from the run directory.
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+               "BENCH_TRACEMALLOC_DIR": str(self.directory)}
         self.process = subprocess.Popen(self.command(archive), stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, cwd=self.directory)
+                                        stdin=subprocess.DEVNULL, cwd=self.directory, env=env)
         log.close()
 
     def stop(self) -> None:
@@ -70,6 +74,9 @@ class Gateway:
 
 class Ours(Gateway):
     """xmpp-gateway with its IRC plugin: flood control out of reach, loopback allowed."""
+
+    traced: bool = False
+    """Run under ``bench.traced_gateway`` (tracemalloc snapshots on SIGUSR1): profiling only."""
 
     def config_text(self, archive: bool | None) -> str:
         key = self.directory / "credentials.key"
@@ -111,6 +118,8 @@ class Ours(Gateway):
         # Without the archive switch, the archive-off figures are the gateway as it is.
         switch = archive if self.supports_archive_switch() else None
         config.write_text(self.config_text(switch))
+        if self.traced:
+            return [sys.executable, "-m", "bench.traced_gateway", "run", "--config", str(config)]
         return [self._executable(), "run", "--config", str(config)]
 
 
