@@ -94,10 +94,11 @@ async def run_group(group: str, ctx: phases.Context, args: argparse.Namespace,
                                                                args.latency_rate)
         finally:
             await phases.close_pair(pair)
-    elif group == "join":
+    elif group.startswith("join:"):
+        # One K at a time for both gateways: the IRC occupants are shared and only grow.
+        position, k = group.split(":")[1:]
         await start(ctx, True)
-        for position, k in zip(("join_first", "join_last"), args.join_ks, strict=False):
-            result[position] = await phases.big_join(ctx, k, args.join_reps)
+        result[position] = await phases.big_join(ctx, int(k), args.join_reps)
     elif group == "sessions":
         await start(ctx, True)
         raw = await phases.sessions(ctx, args.session_steps, args.idle)
@@ -110,6 +111,18 @@ async def run_group(group: str, ctx: phases.Context, args: argparse.Namespace,
         result["storm"] = await phases.storm(ctx, args.storm)
     gw.stop()
     print(f"bench: {gw.name} {group} done", flush=True)
+
+
+def expand(args: argparse.Namespace) -> list[str]:
+    """The groups to run, in order; ``join`` becomes one ``join:POSITION:K`` per occupant count."""
+    groups: list[str] = []
+    for group in args.group_list:
+        if group == "join":
+            positions = ("join_first", "join_last") if len(args.join_ks) > 1 else ("join_last",)
+            groups += [f"join:{p}:{k}" for p, k in zip(positions, args.join_ks[-2:], strict=True)]
+        else:
+            groups.append(group)
+    return groups
 
 
 async def start(ctx: phases.Context, archive: bool) -> None:
@@ -284,7 +297,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             contexts[name] = ctx
         switch = {name: ctx.gateway.supports_archive_switch() for name, ctx in contexts.items()}
         results["meta"]["archive_switch"] = switch
-        for group in args.group_list:
+        for group in expand(args):
             for name, ctx in contexts.items():
                 await guarded(results, f"{name}/{group}", ctx, lambda ctx=ctx, name=name, group=group:
                               run_group(group, ctx, args, results[name], switch[name]))
