@@ -418,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: biboumi is not installed (./dev bench installs it)", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    # Results are not sources: keep git from offering them for a commit.
+    (args.out / ".gitignore").write_text("*\n")
     started = time.monotonic()
     results = asyncio.run(main_async(args))
     results["meta"]["wall_s"] = round(time.monotonic() - started, 1)
