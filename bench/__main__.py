@@ -182,13 +182,17 @@ async def profile_ours(ctx: phases.Context, args: argparse.Namespace, out: Path)
         spy.wait(30)
         summaries[name] = {"stacks": str(stacks), **top_frames(stacks)}
 
-    await start(ctx, False)
-    pair = await phases.message_pair(ctx, False)
-    try:
-        await sampled("x2i", lambda: phases.xmpp_to_irc(ctx, pair, args.messages, args.window))
-        await sampled("i2x", lambda: phases.irc_to_xmpp(ctx, pair, args.messages, args.window))
-    finally:
-        await phases.close_pair(pair)
+    settings = [False, True] if ctx.gateway.supports_archive_switch() else [False]
+    for archive in settings:
+        suffix = "-archive" if archive else ""
+        await start(ctx, archive)
+        pair = await phases.message_pair(ctx, archive)
+        try:
+            for direction, run in (("x2i", phases.xmpp_to_irc), ("i2x", phases.irc_to_xmpp)):
+                await sampled(f"{direction}{suffix}",
+                              lambda run=run, pair=pair: run(ctx, pair, args.messages, args.window))
+        finally:
+            await phases.close_pair(pair)
     if ctx.occupants:
         k = len(ctx.occupants)
         user = await ctx.login(f"warm{args.join_ks[-1]}")
