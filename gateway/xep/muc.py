@@ -239,7 +239,7 @@ class MucHandler:
                 self.sessions.room_settings.persistent(state.user, address):
             return
         state.rooms.pop(address, None)
-        self._remember(state, room, joined=False)
+        self.remember(state, room, joined=False)
         if state.session is not None:
             await self.sessions.call(state.session.leave_room(address, ""))
         if settle:
@@ -271,7 +271,7 @@ class MucHandler:
         if self.sessions.room_settings.persistent(state.user, room.address):
             return  # a persistent room stays joined on the legacy side, for nobody (issue 5)
         state.rooms.pop(room.address, None)
-        self._remember(state, room, joined=False)
+        self.remember(state, room, joined=False)
         if state.session is not None:
             await self.sessions.call(state.session.leave_room(room.address, status))
         self.sessions.session_maybe_done(state)
@@ -407,7 +407,7 @@ class MucHandler:
             case RoomJoined():
                 room.joined = True
                 room.nick = event.nick
-                self._remember(state, room)
+                self.remember(state, room)
                 room.role, room.affiliation = event.role, event.affiliation
                 room.occupants = {o.nick: o for o in event.occupants if o.nick != event.nick}
                 room.subject, room.subject_by = event.subject, event.subject_by
@@ -452,7 +452,7 @@ class MucHandler:
 
                 self._to_all(room, subject)
 
-    def _remember(self, state: UserState, room: RoomState, *, joined: bool = True) -> None:
+    def remember(self, state: UserState, room: RoomState, *, joined: bool = True) -> None:
         """Keep the room table in step for the restart (persistent rooms; no-op otherwise)."""
         settings = self.sessions.room_settings
         if joined:

@@ -112,7 +112,10 @@ class ServiceCommands:
         await self.sessions.room_settings.load()
         current = self.sessions.room_settings.defaults(user)
         if values is None:
-            shown = {"persistent": "true" if current.persistent else "false", **current.settings}
+            # The admin's default (``history_length``) unless the user set their own.
+            shown = {"persistent": "true" if current.persistent else "false",
+                     "max_history_length": str(self.sessions.room_settings.default_max_history_length),
+                     **current.settings}
             return Outcome(form=Form(title="Configure some global default settings.",
                                      instructions="Your defaults for every room.", fields=GLOBAL_FIELDS,
                                      values=shown).to_element(), done=False)
@@ -124,9 +127,14 @@ class ServiceCommands:
         persistent = _flag(values["persistent"]) if "persistent" in values else current.persistent
         await self.sessions.room_settings.save(user, "", "", persistent=persistent, settings=settings)
         state = self.sessions.users.get(user)
-        if state is not None and not persistent:
-            for room in list(state.rooms):  # rooms kept only by the old default: left now
-                await self.muc.leave_unattended_room(state, room)
+        if state is not None and persistent:
+            # The rooms the user is in now are persistent from now on: rejoined after a restart.
+            for room in list(state.rooms.values()):
+                if room.joined:
+                    self.muc.remember(state, room)
+        elif state is not None:
+            for address in list(state.rooms):  # rooms kept only by the old default: left now
+                await self.muc.leave_unattended_room(state, address)
         return Outcome(note="Configuration successfully applied.")
 
     async def _disconnect(self, user: str, values: Mapping[str, str] | None) -> Outcome:

@@ -252,6 +252,27 @@ def test_global_persistent_makes_every_room_persistent(gateway):
     assert ("part", ALICE, "#chan", "") in log(server)  # kept by the default only: left now
 
 
+def test_global_persistent_switched_on_inside_a_room_keeps_it_for_the_restart(gateway):
+    """Turning the global default on while already in a room: that room is rejoined after a restart."""
+    server, _ = gateway
+    join(server)
+    settings = server.service.sessions.room_settings
+    assert settings.persistent_rooms() == []
+    command(server, GW, "configure", {"persistent": "true"})
+    assert settings.persistent_rooms() == [(ALICE, "#chan")]
+    assert settings.get(ALICE, "#chan").settings["nick"] == "al"
+
+
+def test_global_form_shows_the_admins_history_length(gateway):
+    """The form shows the admin's history_length until the user sets their own."""
+    server, _ = gateway
+    server.service.sessions.room_settings.default_max_history_length = 50
+    [reply] = send(server, f"<iq type='set' id='c' from='{ALICE}/a' to='{GW}'>"
+                           f"<command xmlns='http://jabber.org/protocol/commands' node='configure'"
+                           f" action='execute'/></iq>")
+    assert matches(reply, "/iq/command/x/field[@var='max_history_length']/value[text()='50']")
+
+
 def test_muc_owner_form_and_submission(gateway):
     """muc#owner get: the room form with FORM_TYPE roomconfig; a submit applies it; cancel
     changes nothing; destroy is not allowed."""
