@@ -301,6 +301,13 @@ class Archive:
             log.info("pruned %d archived lines older than %d days", deleted, self.config.max_age_days)
         return deleted
 
+    async def forget_user(self, user: str) -> int:
+        """Delete everything archived for ``user`` (unregistration), lines still in memory too."""
+        await self.writer.flush()
+        for key in [key for key in self._recent if key[0] == user]:
+            del self._recent[key]
+        return await self.database.run(repo.delete_user, self.gateway_jid, user)
+
     async def stop(self) -> None:
         """Write what is queued (graceful shutdown); no timer is left behind."""
         self._running = False

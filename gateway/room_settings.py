@@ -124,6 +124,13 @@ class RoomSettings:
         self._rooms[(user, room)] = RoomConfig(persistent=persistent, settings=clean)
         self._services[(user, room)] = service
 
+    async def forget_service(self, user: str, service: str) -> None:
+        """The user's registration with ``service`` is gone: its rooms' settings (and persistence) too."""
+        await self.database.run(repository.delete_rooms, self.gateway_jid, user, service)
+        for key in [key for key, owner in self._services.items() if key[0] == user and owner == service]:
+            self._rooms.pop(key, None)
+            del self._services[key]
+
     async def forget_user(self, user: str) -> None:
         await self.database.run(repository.delete_rooms, self.gateway_jid, user)
         for key in [key for key in self._rooms if key[0] == user]:

@@ -514,6 +514,8 @@ class Sessions:
         if state is not None:
             await self._logout(state)
         await self.room_settings.forget_user(user)  # persistent rooms and room settings go too
+        if self.archive is not None:
+            await self.archive.forget_user(user)  # and what was archived for them
 
     def online_users(self) -> list[str]:
         return sorted(user for user, state in self.users.items() if state.session is not None)

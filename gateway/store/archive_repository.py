@@ -232,3 +232,10 @@ def prune(session: Session, gateway: str, before: datetime, limit: int) -> int:
     result = cast(CursorResult[Any], session.execute(
         delete(ArchivedMessage).where(ArchivedMessage.id.in_(oldest))))
     return result.rowcount
+
+
+def delete_user(session: Session, gateway: str, user: str) -> int:
+    """Forget a user's whole archive (unregistration); how many lines went."""
+    result = cast(CursorResult[Any], session.execute(
+        delete(ArchivedMessage).where(ArchivedMessage.gateway == gateway, ArchivedMessage.user == user)))
+    return result.rowcount

@@ -352,8 +352,10 @@ def save_room(session: Session, gateway: str, user: str, legacy_id: str, channel
     session.flush()
 
 
-def delete_rooms(session: Session, gateway: str, user: str) -> int:
-    """Forget every room setting of a user (unregistration)."""
-    result = cast(CursorResult[Any], session.execute(
-        delete(Room).where(Room.gateway == gateway, Room.user == user)))
+def delete_rooms(session: Session, gateway: str, user: str, service: str | None = None) -> int:
+    """Forget every room setting of a user (unregistration), or those of one service."""
+    where = [Room.gateway == gateway, Room.user == user]
+    if service is not None:
+        where.append(Room.legacy_id == service)
+    result = cast(CursorResult[Any], session.execute(delete(Room).where(*where)))
     return result.rowcount

@@ -266,7 +266,7 @@ def _rsm(page_set: domish.Element | None) -> tuple[int, str | None, str | None, 
             value = int(text)
         except ValueError:
             value = -1
-        if value < 0:
+        if not 0 <= value < 2**31:  # also keeps an <index/> within what the database can offset
             raise StanzaError("bad-request", text=f"<{name}/> must be a number of 0 or more")
         return value
 

@@ -57,6 +57,9 @@ class HistoryRequest:
         return cls()
 
 
+MAX_COUNT = 10 * 365 * 24 * 3600
+
+
 def _count(text: str | None) -> int | None:
     if text is None:
         return None
@@ -64,7 +67,8 @@ def _count(text: str | None) -> int | None:
         value = int(text.strip())
     except ValueError:
         return None
-    return value if value >= 0 else None
+    # Clamped: a huge ``seconds`` would overflow timedelta (ten years is "everything" anyway).
+    return min(value, MAX_COUNT) if value >= 0 else None
 
 
 def history_message(room_jid: str, resource: str, record: ArchiveRecord) -> domish.Element:

@@ -40,6 +40,7 @@ class MucOwnerHandler:
     async def get(self, request: IqRequest) -> domish.Element:
         """§10.1.2: the configuration form."""
         room = self._room(request)
+        self.commands.allowed(request.sender.userhost())
         await self.muc.sessions.room_settings.load()
         query = domish.Element((NS_MUC_OWNER, "query"))
         form = self.commands.room_form(request.sender.userhost(), room)

@@ -155,7 +155,10 @@ class RegisterHandler:
                 text = exc.text or "the legacy network refused these credentials"
                 condition = "remote-server-timeout" if timeout else "not-acceptable"
                 raise StanzaError(condition, text=text) from exc
-        await self._store(user, legacy_id, values)
+        try:
+            await self._store(user, legacy_id, values)
+        except IntegrityError as exc:  # a service registration already holds that legacy id
+            raise StanzaError("conflict", text=f"{legacy_id!r} is also one of your services") from exc
         self.sessions.registered.add(user)
         log.info("%s registered legacy account %s", user, legacy_id)
         if existing is not None:
@@ -199,6 +202,8 @@ class RegisterHandler:
         if record is None:
             values = self._new_values(submitted, self.service_fields)
         else:
+            if not self.allow_changes:
+                raise StanzaError("not-allowed", text="registration changes are disabled")
             stored = self.sessions.registration_values(record)
             values = self._changed_values(stored, submitted, self.service_fields)
         if record is None or self.sessions.registration_values(record) != values:
@@ -229,6 +234,7 @@ class RegisterHandler:
         if not deleted:
             raise StanzaError("registration-required")
         log.info("%s unregistered from service %s", user, service)
+        await self.sessions.room_settings.forget_service(user, service)
         if not await self.sessions.database.run(repository.list_registrations, self.gateway_jid, user):
             self.sessions.registered.discard(user)
         await self.sessions.service_changed(user, service, {})

@@ -55,6 +55,14 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in TRUE
 
 
+def _line_charset(charset: str) -> bool:
+    """A charset legacy lines can use: known, a text codec, ASCII-compatible (no UTF-16/32)."""
+    try:
+        return "\r\n :".encode(charset) == b"\r\n :"
+    except (LookupError, UnicodeError):
+        return False
+
+
 def _history_length(value: str) -> str:
     value = value.strip()
     if value and not value.isdigit():
@@ -84,7 +92,7 @@ class ServiceCommands:
                     f"Disconnect from an {self.identity_type.upper()} server", self._disconnect),
         ]
 
-    def _allowed(self, user: str) -> None:
+    def allowed(self, user: str) -> None:
         """allowed_users applies here too: nobody else may store settings on this gateway."""
         if not self.sessions.policy.allows(user):
             raise StanzaError("forbidden", text="this gateway does not serve your domain")
@@ -108,7 +116,7 @@ class ServiceCommands:
     # -- gateway JID -----------------------------------------------------------------------------
 
     async def _global(self, user: str, values: Mapping[str, str] | None) -> Outcome:
-        self._allowed(user)
+        self.allowed(user)
         await self.sessions.room_settings.load()
         current = self.sessions.room_settings.defaults(user)
         if values is None:
@@ -161,7 +169,7 @@ class ServiceCommands:
     # -- service JID -----------------------------------------------------------------------------
 
     async def _service(self, service: str, user: str, values: Mapping[str, str] | None) -> Outcome:
-        self._allowed(user)
+        self.allowed(user)
         if values is None:
             form = await self.register.service_form(user, service)
             return Outcome(form=next(form.elements("jabber:x:data", "x")), done=False)
@@ -192,7 +200,7 @@ class ServiceCommands:
     async def apply_room(self, user: str, room: str, values: Mapping[str, str]) -> None:
         """Store a room's form and apply it: to the legacy session (encodings) and to the room
         itself (no longer persistent and nobody in it: left now)."""
-        self._allowed(user)
+        self.allowed(user)
         config = self.sessions.room_settings.get(user, room)
         settings = dict(config.settings)
         if "record_history" in values:
@@ -205,12 +213,9 @@ class ServiceCommands:
         for key in ("encoding_in", "encoding_out"):
             if key in values:
                 charset = values[key].strip()
-                if charset:
-                    try:
-                        "".encode(charset)
-                    except LookupError:
-                        raise StanzaError("not-acceptable",
-                                          text=f"{key}: unknown charset {charset!r}") from None
+                if charset and not _line_charset(charset):
+                    raise StanzaError("not-acceptable",
+                                      text=f"{key}: {charset!r} is not an ASCII-compatible charset")
                 settings[key] = charset
         persistent = _flag(values["persistent"]) if "persistent" in values else config.persistent
         state = self.sessions.users.get(user)
@@ -225,7 +230,7 @@ class ServiceCommands:
             await self.muc.leave_unattended_room(state, room)
 
     async def _room(self, room: str, user: str, values: Mapping[str, str] | None) -> Outcome:
-        self._allowed(user)
+        self.allowed(user)
         await self.sessions.room_settings.load()
         if values is None:
             return Outcome(form=self.room_form(user, room).to_element(), done=False)

@@ -121,12 +121,18 @@ SERVICE_FIELDS = (
 ROOM_ENCODINGS = ("encoding_in", "encoding_out")
 
 
+def ascii_compatible(charset: str) -> bool:
+    """Whether IRC's framing survives ``charset``: CR, LF, space and ``:`` stay single ASCII bytes
+    (UTF-16 and UTF-32 would put NULs on the wire). False for unknown or non-text codecs."""
+    try:
+        return "\r\n :#".encode(charset) == b"\r\n :#"
+    except (LookupError, UnicodeError):
+        return False
+
+
 def _check_charset(name: str, value: str) -> None:
-    if value:
-        try:
-            "".encode(value)
-        except LookupError:
-            raise LegacyError("not-acceptable", f"{name}: unknown charset {value!r}") from None
+    if value and not ascii_compatible(value):
+        raise LegacyError("not-acceptable", f"{name}: {value!r} is not an ASCII-compatible charset")
 
 
 def check_settings(values: Mapping[str, str]) -> None:
@@ -435,10 +441,9 @@ class IrcPlugin:
             keepalive=float(options.number("keepalive", 120.0, minimum=1, kind=float)),
             keepalive_timeout=float(options.number("keepalive_timeout", 60.0, minimum=1, kind=float)),
         )
-        try:
-            "".encode(self.connection_settings.charset)
-        except LookupError as exc:
-            raise ValueError(f"charset: unknown charset {self.connection_settings.charset!r}") from exc
+        if not ascii_compatible(self.connection_settings.charset):
+            charset = self.connection_settings.charset
+            raise ValueError(f"charset: {charset!r} is not an ASCII-compatible charset")
 
     # -- addressing ---------------------------------------------------------------------------
 
@@ -480,10 +485,9 @@ class IrcPlugin:
             channel_charsets=tuple((str(k), str(v)) for k, v in spec.get("channel_charsets", {}).items()),
         )
         for _channel, charset in settings.channel_charsets:
-            try:
-                "".encode(charset)
-            except LookupError as exc:
-                raise LegacyError("internal-server-error", f"{network}: unknown charset {charset!r}") from exc
+            if not ascii_compatible(charset):
+                raise LegacyError("internal-server-error",
+                                  f"{network}: {charset!r} is not an ASCII-compatible charset")
         if settings.tls:
             settings.trust_root()  # a bad ca_file fails here, before any connection
         if spec.get("address"):

@@ -334,3 +334,24 @@ def test_writer_memory_is_bounded_when_the_database_stalls():
     assert len(writer._queue) == writer.max_pending
     assert writer.dropped == 50 - 2  # the first batch is in flight, not queued
     assert writer._queue[-1].body == f"line {writer.max_pending + 49}"
+
+
+def test_unregistration_forgets_the_users_archive(server):
+    """XEP-0077 <remove/>: what was archived for the user goes, lines still in memory included;
+    other users' lines stay."""
+    reply = send(server, f"<iq type='set' id='r' from='{ALICE}/phone' to='{GW}'>"
+                         "<query xmlns='jabber:iq:register'><username>alice</username>"
+                         "<password>pw1</password></query></iq>")
+    assert matches(reply[0], "/iq[@type='result']")
+    join(server)
+    say(server, "written")
+    server.clock.advance(5)
+    server.service.plugin.room_event(RoomMessage(user="carol@example.org", room="#chan", nick="bob",
+                                                 body="for carol"))
+    say(server, "still in memory")
+    assert [r.body for r in rows(server)] == ["written"]
+    reply = send(server, f"<iq type='set' id='u' from='{ALICE}/phone' to='{GW}'>"
+                         "<query xmlns='jabber:iq:register'><remove/></query></iq>")
+    assert any(matches(r, "/iq[@type='result']") for r in reply)
+    server.clock.advance(5)
+    assert [(r.user, r.body) for r in rows(server)] == [("carol@example.org", "for carol")]

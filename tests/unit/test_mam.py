@@ -152,6 +152,7 @@ def test_own_lines_come_from_the_users_nick(server):
     (field("with", "@@"), "", "bad-request"),
     (field("with", "a", "b"), "", "bad-request"),
     ("", "<max>many</max>", "bad-request"),
+    ("", f"<index>{2**63}</index>", "bad-request"),
     (field("fulltext", "x"), "", "feature-not-implemented"),
     (field("ids", *[f"id{n}" for n in range(101)]), "", "bad-request"),
 ])

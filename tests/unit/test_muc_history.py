@@ -118,6 +118,12 @@ def test_malformed_attributes_are_ignored(server):
     assert history_of(sent) == ["line 6", "line 7", "line 8", "line 9"]
 
 
+def test_huge_seconds_means_everything(server):
+    """A seconds value beyond what a date can hold is clamped, not an error: the default history."""
+    sent = join(server, f"<history seconds='{10**30}'/>")
+    assert history_of(sent) == ["line 6", "line 7", "line 8", "line 9"]
+
+
 def test_history_is_per_user(server):
     """Another user joining gets only what reached them: nothing said before they were there."""
     sent = join(server, user="carol@example.org")

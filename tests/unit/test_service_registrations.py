@@ -325,5 +325,51 @@ def test_settings_commands_follow_allowed_users():
                                f"{form({'persistent': '1'})}</query></iq>")
         assert matches(reply, "/iq[@type='error']/error/forbidden")
         assert server.service.sessions.room_settings.persistent_rooms() == []
+        [reply] = send(server, f"<iq type='get' id='g' from='eve@evil.example/x' to='{ROOM}'>"
+                               "<query xmlns='http://jabber.org/protocol/muc#owner'/></iq>")
+        assert matches(reply, "/iq[@type='error']/error/forbidden")
     finally:
         server.service.connection.stop()
+
+
+def test_removing_a_service_registration_forgets_its_rooms(gateway):
+    """<remove/> at the service JID: that service's persistent rooms are not rejoined after a restart."""
+    server, database = gateway
+    assert matches(register_service(server, {"nick": "al"})[0], "/iq[@type='result']")
+    join(server)
+    command(server, ROOM, "configure", {"persistent": "true"})
+    settings = server.service.sessions.room_settings
+    assert settings.persistent_rooms() == [(ALICE, "#chan")]
+    [reply] = send(server, f"<iq type='set' id='u' from='{ALICE}/a' to='{SERVICE}'>"
+                           f"<query xmlns='{REGISTER}'><remove/></query></iq>")
+    assert matches(reply, "/iq[@type='result']")
+    assert settings.persistent_rooms() == []
+    with database.sessionmaker.begin() as session:
+        assert repository.list_rooms(session, GW) == []
+
+
+def test_service_registration_changes_follow_registration_changes():
+    """registration_changes = false: a first service registration works, a change is not-allowed."""
+    server, database = build_gateway(PLUGIN, options=OPTIONS, extra={"registration_changes": False})
+    server.service.start()
+    server.handshake()
+    server.clock.advance(0)
+    server.sent()
+    try:
+        assert matches(register_service(server, {"nick": "al"})[0], "/iq[@type='result']")
+        [reply] = register_service(server, {"nick": "other"})
+        assert matches(reply, "/iq[@type='error']/error/not-allowed")
+        [record] = rows(database)
+        assert record.settings["nick"] == "al"
+    finally:
+        server.service.connection.stop()
+
+
+@pytest.mark.parametrize("charset", ["utf-16", "utf-32", "hex", "no-such-charset"])
+def test_room_charsets_must_keep_lines_intact(gateway, charset):
+    """encoding_in/encoding_out: unknown, non-text or not ASCII-compatible charsets are refused."""
+    server, _ = gateway
+    join(server)
+    reply = command(server, ROOM, "configure", {"encoding_out": charset})
+    assert matches(reply, "/iq[@type='error']/error/not-acceptable")
+    assert "encoding_out" not in server.service.sessions.room_settings.get(ALICE, "#chan").settings
