@@ -572,7 +572,15 @@ class PluginContext:
 
 @runtime_checkable
 class Plugin(Protocol):
-    """A legacy-network plugin (DESIGN.md §3)."""
+    """A legacy-network plugin (DESIGN.md §3).
+
+    Optional, read with ``getattr`` (see docs/plugins.md): ``delivery_receipts``,
+    ``allows_unregistered``, and ``keeps_session_offline(user) -> bool``: when it returns
+    true, the user's legacy session is kept while they have no available resource (the
+    session gets ``set_presence(PresenceUpdate(available=False))`` instead of ``logout``;
+    its :class:`MessageReceived` then goes to the user's bare JID, for the server's offline
+    storage), and is logged in at start for a registered user who is offline.
+    """
 
     name: str
     """Human readable name, e.g. ``"IRC"``."""

@@ -242,6 +242,12 @@ class Sessions:
         for user in users:
             self._presence(user)
             self._presence(user, type_="probe")
+        for user in users:
+            # A session the plugin keeps while the user is offline comes back now, not at the
+            # user's next presence (only online users answer the probe). Concurrently, like rooms.
+            state = self.users.get(user)
+            if (state is None or state.session is None) and self.keeps_offline(user):
+                ensureDeferred(self._resume_offline(self.state(user)))
         if not self._rooms_restored and self.muc is not None:
             # Once per process: persistent rooms come back after a restart, with no user action.
             self._rooms_restored = True
@@ -251,6 +257,19 @@ class Sessions:
                     ensureDeferred(self.muc.join_in_background(self.state(user), room)).addErrback(
                         lambda f, user=user: log.error("rejoining rooms of %s failed: %s", user,
                                                        f.getErrorMessage()))
+
+    async def _resume_offline(self, state: UserState) -> None:
+        try:
+            session = await self.open_session(state)
+        except LoginFailed as exc:
+            # Nobody to tell (no resource); the user's next available presence tries again.
+            log.info("offline session of %s not resumed: %s %s", state.user, exc.condition, exc.text)
+            return
+        except Exception:
+            log.exception("offline session of %s not resumed", state.user)
+            return
+        if not state.resources:
+            await self.call(session.set_presence(state.presence()))
 
     async def shutdown(self) -> None:
         """SIGTERM (XEP-0100 §8 rule 6, checklist B1): unavailable from every contact, legacy
@@ -368,11 +387,15 @@ class Sessions:
                 await self.call(state.session.set_presence(state.presence()))
             return
         # The last resource left: XEP-0100 §4.5.1 log out, then unavailable from the gateway;
-        # but a session that still serves joined rooms stays (the rooms end it). Rooms joined
-        # for nobody (autojoin) are left now, unless persistent.
+        # but a session that still serves joined rooms stays (the rooms end it), and so does one
+        # the plugin keeps for an offline user (it is told the user is unavailable). Rooms
+        # joined for nobody (autojoin) are left now, unless persistent.
         if self.muc is not None:
             await self.muc.leave_unattended(state)
-        if not state.rooms:
+        if self.keeps_offline(user):
+            if state.session is not None:
+                await self.call(state.session.set_presence(state.presence()))
+        elif not state.rooms:
             await self._logout(state)
         self._presence(resource, type_="unavailable")
 
@@ -454,15 +477,27 @@ class Sessions:
             state.logging_in = False
         if not state.resources and not state.rooms:
             # Every resource left while we were logging in.
-            await self._logout(state)
+            if self.keeps_offline(state.user):
+                await self.call(session.set_presence(state.presence()))
+                self.flush_pending(state)
+            else:
+                await self._logout(state)
             return
         self._presence(state.user)  # XEP-0100 §4.4.1 step 3
         await self.call(session.set_presence(state.presence()))
         self.flush_pending(state)
 
+    def keeps_offline(self, user: str) -> bool:
+        """Whether the plugin keeps this user's session while no resource is available
+        (optional plugin hook ``keeps_session_offline(user)``; SIP ``offline_messages``)."""
+        hook = getattr(self.plugin, "keeps_session_offline", None)
+        return hook is not None and bool(hook(user))
+
     def session_maybe_done(self, state: UserState) -> None:
-        """End the legacy session once nothing uses it: no available resource, no room."""
-        if state.session is not None and not state.resources and not state.rooms:
+        """End the legacy session once nothing uses it: no available resource, no room, and
+        the plugin does not keep it for the offline user."""
+        if (state.session is not None and not state.resources and not state.rooms
+                and not self.keeps_offline(state.user)):
             ensureDeferred(self._logout(state)).addErrback(
                 lambda f: log.error("logout of %s failed: %s", state.user, f.getErrorMessage())
             )

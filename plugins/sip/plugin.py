@@ -11,7 +11,8 @@ chat messages from the sender's escaped JID, answered at once (:mod:`.uas`).
 
 Options (``[gateways.NAME.options]``, see docs/sip.md): ``listen_host``, ``udp_port``,
 ``tcp_port``, ``contact_host``, ``proxy``, ``expires``, ``receipts``, ``ca_file``,
-``user_agent``, ``keepalive``.
+``user_agent``, ``keepalive``, ``offline_messages`` (keep users registered while they are
+offline: their MESSAGEs are answered 200 and go to the server's offline storage).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class _Options:
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         known = {"listen_host", "udp_port", "tcp_port", "contact_host", "proxy", "expires", "receipts",
-                 "ca_file", "user_agent", "keepalive"}
+                 "ca_file", "user_agent", "keepalive", "offline_messages"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"{unknown[0]}: unknown SIP option (known: {', '.join(sorted(known))})")
@@ -280,6 +281,7 @@ class SipPlugin:
             raise ValueError(f"proxy: {exc}") from None
         self.expires = options.integer("expires", 600, minimum=1, maximum=86400)
         self.delivery_receipts = options.flag("receipts", True)
+        self.offline_messages = options.flag("offline_messages", False)
         settings = StackSettings(
             listen_host=listen_host or "0.0.0.0",
             udp_port=options.integer("udp_port", 5060, minimum=0, maximum=65535),
@@ -312,6 +314,12 @@ class SipPlugin:
 
     def is_room(self, address: str) -> bool:
         return False
+
+    def keeps_session_offline(self, user: str) -> bool:
+        """The core's optional hook: with ``offline_messages`` the registration stays up while
+        the user is offline, so a MESSAGE then gets 200 and reaches the user's bare JID, which
+        the XMPP server stores until they log on (RFC 6121 §8.5.2.1.1), instead of 480."""
+        return self.offline_messages
 
     def is_service(self, address: str) -> bool:
         return False

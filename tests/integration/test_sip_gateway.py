@@ -15,9 +15,10 @@ import pytest_twisted
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
 
+from gateway.store.crypto import generate_key
 from tests.fixtures.gateway import eventually, running_gateway
 from tests.fixtures.sip_peers import MIN_EXPIRES, BaresipAgent, KamailioServer
-from tests.fixtures.steps import Recorder, is_presence
+from tests.fixtures.steps import Recorder, is_presence, unregister
 from tests.fixtures.xmpp_client import as_deferred, connected_client
 
 pytestmark = pytest.mark.integration
@@ -252,5 +253,101 @@ async def test_address_translation_and_unregistration(prosody, kamailio, tmp_pat
                 await iq.send(timeout=10)
                 await eventually(lambda: kamailio.contacts(sip_name) == [], what="binding removed")
                 await recorder.wait_for(is_presence("unavailable", bob_jid), start=start)
+
+    await as_deferred(scenario())
+
+
+@pytest_twisted.ensureDeferred
+async def test_offline_messages_wait_in_the_servers_offline_storage(prosody, kamailio, tmp_path) -> None:
+    """``offline_messages = true`` (issue 6 item 5, "unless configured otherwise"): when the user
+    goes offline the gateway keeps (and refreshes) the SIP binding, so baresip's MESSAGE gets 200,
+    not 480; the gateway sends it to the user's bare JID and Prosody's mod_offline keeps it until
+    the user logs on again (RFC 6121 §8.5.2.1.1). Logging on again reuses the same registration;
+    unregistering removes the binding."""
+    async def scenario() -> None:
+        options = gateway_options(kamailio, offline_messages=True, expires=MIN_EXPIRES)
+        async with running_gateway(prosody, GW, tmp_path, plugin="sip", options=options) as service:
+            sip_name, sip_password = kamailio.new_user("xmpp")
+            jid, xmpp_password = prosody.new_user("sipoff")
+            aor = f"sip:{sip_name}@{kamailio.domain}"
+            async with connected_client(prosody, jid, xmpp_password, send_presence=True) as client:
+                await client.get_roster()
+                recorder = Recorder(client, GW)
+                await register_form(client, GW, {"username": f"{sip_name}@{kamailio.domain}",
+                                                 "password": sip_password})
+                await logged_in(client, recorder)
+                [binding] = kamailio.contacts(sip_name)
+                [session] = service.plugin.sessions.values()
+            # The client is gone: Prosody tells the gateway its last resource is unavailable.
+            await eventually(lambda: not service.sessions.users[jid].resources, what="the user offline")
+            refreshed = session.registration.refreshes
+            await eventually(lambda: session.registration.refreshes >= refreshed + 2, timeout=MIN_EXPIRES * 3,
+                             what="refreshes while offline")
+            assert kamailio.contacts(sip_name) == [binding]
+
+            bob, bob_password = kamailio.new_user("bob")
+            async with BaresipAgent(tmp_path / "bob", kamailio, bob, bob_password, contacts=[aor],
+                                    sip_trace=True) as bob_agent:
+                await bob_agent.send_message(aor, f"offline: {TEXT}")
+                assert await bob_agent.wait_message_answer() == 200
+                assert bob_agent.message_failures() == []
+
+            async with connected_client(prosody, jid, xmpp_password) as client:
+                recorder = Recorder(client, GW)
+                client.send_presence()
+                stored = await recorder.wait_for(lambda s: s.name == "message" and s["body"] == f"offline: {TEXT}")
+                assert stored["type"] == "chat"
+                assert stored["from"].bare == contact_jid(bob, kamailio.domain)
+                # Delivered from offline storage: Prosody stamps it (XEP-0203).
+                assert stored.xml.find("{urn:xmpp:delay}delay") is not None
+                await recorder.wait_for(is_presence("available", GW))
+                assert list(service.plugin.sessions.values()) == [session]  # no second login
+                assert kamailio.contacts(sip_name) == [binding]
+
+                await unregister(client, GW)
+                await eventually(lambda: kamailio.contacts(sip_name) == [], what="binding removed")
+                assert service.plugin.sessions == {}
+
+    await as_deferred(scenario())
+
+
+
+@pytest_twisted.ensureDeferred
+async def test_offline_messages_survive_a_gateway_restart(prosody, kamailio, tmp_path) -> None:
+    """Stopping the gateway unregisters everyone (no binding left); with ``offline_messages`` the
+    next start registers a user who is offline again (only online users answer the start probe,
+    so the core logs the others in itself), and a MESSAGE then still reaches offline storage."""
+    async def scenario() -> None:
+        key = generate_key()
+        options = gateway_options(kamailio, offline_messages=True)
+        sip_name, sip_password = kamailio.new_user("xmpp")
+        jid, xmpp_password = prosody.new_user("siprestart")
+        aor = f"sip:{sip_name}@{kamailio.domain}"
+        async with running_gateway(prosody, GW, tmp_path, plugin="sip", options=options, key=key) as service:
+            async with connected_client(prosody, jid, xmpp_password, send_presence=True) as client:
+                await client.get_roster()
+                recorder = Recorder(client, GW)
+                await register_form(client, GW, {"username": f"{sip_name}@{kamailio.domain}",
+                                                 "password": sip_password})
+                await logged_in(client, recorder)
+            await eventually(lambda: not service.sessions.users[jid].resources, what="the user offline")
+            assert len(kamailio.contacts(sip_name)) == 1
+        assert kamailio.contacts(sip_name) == []  # SIGTERM logged the kept session out too
+
+        async with running_gateway(prosody, GW, tmp_path, plugin="sip", options=options, key=key) as service:
+            await eventually(lambda: len(kamailio.contacts(sip_name)) == 1, what="registered again at start")
+            assert service.sessions.users[jid].resources == {}
+            bob, bob_password = kamailio.new_user("bob")
+            async with BaresipAgent(tmp_path / "bob", kamailio, bob, bob_password, contacts=[aor],
+                                    sip_trace=True) as bob_agent:
+                await bob_agent.send_message(aor, f"after the restart: {TEXT}")
+                assert await bob_agent.wait_message_answer() == 200
+            async with connected_client(prosody, jid, xmpp_password) as client:
+                recorder = Recorder(client, GW)
+                client.send_presence()
+                stored = await recorder.wait_for(
+                    lambda s: s.name == "message" and s["body"] == f"after the restart: {TEXT}")
+                assert stored["from"].bare == contact_jid(bob, kamailio.domain)
+                assert stored.xml.find("{urn:xmpp:delay}delay") is not None
 
     await as_deferred(scenario())

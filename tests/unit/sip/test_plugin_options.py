@@ -29,6 +29,8 @@ def plugin(**options: object) -> SipPlugin:
     ({"listen_host": "0.0.0.0"}, "contact_host"),
     ({"offline": 480}, "offline"),
     ({"keepalive": -1}, "keepalive"),
+    ({"offline_messages": "yes"}, "offline_messages"),
+    ({"offline_messages": 1}, "offline_messages"),
 ])
 def test_bad_options_name_their_key(options, key):
     """check-config builds the plugin: every mistake is a ValueError that starts with the key."""
@@ -41,6 +43,13 @@ def test_wildcard_listen_with_contact_host_is_fine():
     """Listening everywhere is fine once the advertised host is given; receipts follow their option."""
     assert plugin(listen_host="0.0.0.0", contact_host="gw.example.org").stack.contact_host == "gw.example.org"
     assert plugin().delivery_receipts is True and plugin(receipts=False).delivery_receipts is False
+
+
+def test_offline_messages_keeps_sessions_only_when_set():
+    """Default false: the core logs an offline user out (a MESSAGE then gets 480); true: the core's
+    keeps_session_offline hook says yes for every user."""
+    assert plugin().keeps_session_offline("alice@example.org") is False
+    assert plugin(offline_messages=True).keeps_session_offline("alice@example.org") is True
 
 
 def test_account_values():
