@@ -197,6 +197,11 @@ async def profile_ours(ctx: phases.Context, args: argparse.Namespace, out: Path)
         k = len(ctx.occupants)
         user = await ctx.login(f"warm{args.join_ks[-1]}")
         await user.join(phases.room("#lobby"), "profiler")
+        cold = await ctx.login(f"cold{args.join_ks[-1]}")
+        # A cold join (a new IRC connection, occupants never seen by this process) at 1000 Hz.
+        await sampled(f"cold-join-k{k}", lambda: cold.join(phases.room(phases.BIG_CHANNEL), "coldprof",
+                                                            timeout=120), rate=1000)
+        await cold.close()
 
         async def joins() -> None:
             for _ in range(5):
