@@ -211,10 +211,17 @@ class MucHandler:
         state.rooms[address] = room
         try:
             session = await self.sessions.open_session(state)
+            if state.rooms.get(address) is not room:
+                # Dropped while the session opened (the user went offline during autojoin):
+                # no JOIN, and a session opened only for it ends again.
+                self.sessions.session_maybe_done(state)
+                return
             await session.join_room(address, nick, "")
-        except (LoginFailed, LegacyError, NotImplementedError) as exc:
+        except (LoginFailed, LegacyError) as exc:
             log.info("background join of %s for %s failed: %s", address, state.user, exc)
-            self._join_failed(state, room, "undefined-condition", "")
+            self._join_failed(state, room, exc.condition, exc.text)
+        except NotImplementedError:
+            self._join_failed(state, room, "feature-not-implemented", "this gateway has no rooms")
 
     async def autojoin(self, state: UserState) -> None:
         """The user logs on: join the plugin's autojoin rooms (per-service registrations)."""
@@ -225,6 +232,8 @@ class MucHandler:
         if registration is None:
             return
         for address, nick in autojoin_rooms(registration):
+            if not state.resources:
+                return  # the user went offline meanwhile: the rest waits for the next logon
             await self.join_in_background(state, address, nick)
 
     async def leave_unattended(self, state: UserState) -> None:
@@ -352,7 +361,8 @@ class MucHandler:
             self.sessions.send(subject)
             return
         # The history is read off the reactor; live stanzas for this resource wait meanwhile.
-        held: list[domish.Element] = []
+        # A join again while an earlier history is read: that read gives way, its waiting lines move here.
+        held: list[domish.Element] = list(room.held.get(resource, ()))
         room.held[resource] = held
         user = parse_jid(resource).userhost()
         reading = ensureDeferred(self.history.stanzas(user, room.jid, resource, history or HistoryRequest(),
@@ -422,6 +432,7 @@ class MucHandler:
                 for resource in sorted(room.resources):
                     self._self_presence(room, resource, type_="unavailable", codes=codes,
                                         actor=event.kicked_by, reason=event.reason)
+                room.held.clear()  # a history still being read is not sent after this exit
                 state.rooms.pop(room.address, None)
                 self.sessions.session_maybe_done(state)
             case OccupantJoined() | OccupantChanged():

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from twisted.internet.defer import Deferred
 
-from gateway.plugin import RoomMessage
+from gateway.plugin import RoomLeft, RoomMessage
 from gateway.store import archive_repository
 from gateway.store.archive_repository import ArchiveRow
 from gateway.xep.delay import format_stamp
@@ -166,4 +166,55 @@ def test_live_lines_wait_for_the_history():
     sent = server.sent()
     assert [s.name for s in sent][-2:] == ["message", "message"]
     assert matches(sent[-2], "/message/subject") and str(sent[-1].body) == "live one"
+    server.service.connection.stop()
+
+
+def _slow_history(server) -> list:
+    """Hold every history read until the test releases it: [(deferred, result)]."""
+    pending: list = []
+    run = server.database.run
+
+    def slow_run(fn, *args, **kwargs):
+        if fn is archive_repository.recent:
+            result = run(fn, *args, **kwargs)
+            later: Deferred = Deferred()
+            pending.append((later, result))
+            return later
+        return run(fn, *args, **kwargs)
+
+    server.database.run = slow_run
+    return pending
+
+
+def test_no_history_after_the_room_is_gone():
+    """The legacy side removes the user (RoomLeft) while the history is read: the exit is the
+    last thing the resource gets from the room, no history or subject after it."""
+    server = make_server()
+    pending = _slow_history(server)
+    join(server)
+    server.service.plugin.room_event(RoomLeft(user=ALICE, room="#chan", reason="kicked", kicked_by="op"))
+    [exit_] = server.sent()
+    assert exit_["type"] == "unavailable"
+    [(later, result)] = pending
+    later.callback(result.result)
+    assert server.sent() == []
+    server.service.connection.stop()
+
+
+def test_joining_again_during_the_history_keeps_the_waiting_lines():
+    """A second join of the same resource while the first history is read: the live line that
+    waited is delivered once, after the second history and subject."""
+    server = make_server()
+    pending = _slow_history(server)
+    plugin = server.service.plugin
+    join(server)
+    plugin.room_event(RoomMessage(user=ALICE, room="#chan", nick="bob", body="live one"))
+    join(server)  # the client lost track and joins again
+    (first, first_result), (second, second_result) = pending
+    first.callback(first_result.result)
+    assert history_of(server.sent()) == []  # the first read gave way
+    second.callback(second_result.result)
+    sent = server.sent()
+    assert history_of(sent).count("live one") == 1 and history_of(sent)[-1] == "live one"
+    assert matches(sent[-2], "/message/subject")
     server.service.connection.stop()

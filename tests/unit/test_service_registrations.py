@@ -373,3 +373,47 @@ def test_room_charsets_must_keep_lines_intact(gateway, charset):
     reply = command(server, ROOM, "configure", {"encoding_out": charset})
     assert matches(reply, "/iq[@type='error']/error/not-acceptable")
     assert "encoding_out" not in server.service.sessions.room_settings.get(ALICE, "#chan").settings
+
+
+class SlowJoinSession(ServiceSession):
+    async def join_room(self, room: str, nick: str, password: str) -> None:
+        if room == "#slow":
+            self.log.append(("join", self.user, room, nick))
+            await self.plugin.slow_join  # the legacy side takes its time
+            return
+        await super().join_room(room, nick, password)
+
+
+class SlowJoinPlugin(ServiceNetPlugin):
+    """Joining ``#slow`` waits for ``slow_join`` (a Deferred the test fires)."""
+
+    async def login(self, registration: Registration) -> FakeSession:
+        self.network.log.append(("login", registration.user, tuple(sorted(registration.services))))
+        session = SlowJoinSession(self, registration)
+        self.network.sessions[registration.user] = session
+        return session
+
+
+def test_going_offline_during_autojoin_stops_it():
+    """The user goes offline while the first autojoin room is still joining: the rest of the
+    list is not joined for nobody, and the session ends."""
+    from twisted.internet.defer import Deferred
+
+    server, _ = build_gateway("tests.unit.test_service_registrations:SlowJoinPlugin", options=OPTIONS)
+    server.service.start()
+    server.handshake()
+    server.clock.advance(0)
+    server.sent()
+    try:
+        server.service.plugin.slow_join = Deferred()
+        register_service(server, {"nick": "al", "autojoin": "#slow #chan"})
+        send(server, f"<presence from='{ALICE}/a' to='{GW}'/>")
+        assert ("join", ALICE, "#slow", "al") in log(server)
+        send(server, f"<presence type='unavailable' from='{ALICE}/a' to='{GW}'/>")
+        server.service.plugin.slow_join.callback(None)
+        server.clock.advance(0)
+        assert not [entry for entry in log(server) if entry[:3] == ("join", ALICE, "#chan")]
+        assert ("logout", ALICE) in log(server)
+        assert ALICE not in server.service.sessions.online_users()
+    finally:
+        server.service.connection.stop()
