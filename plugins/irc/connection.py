@@ -434,8 +434,8 @@ class IrcConnection:
     def _notice_rooms(self, text: str) -> None:
         for channel in self.channels.channels.values():
             if channel.joined:
-                self.emit(RoomMessage(user=self.user, room=channel.address, nick=self.network.name,
-                                      body=text, notice=True))
+                # From the room itself (no nick): the gateway speaking, never archived as a user's line.
+                self.emit(RoomMessage(user=self.user, room=channel.address, nick="", body=text, notice=True))
 
     # -- incoming --------------------------------------------------------------------------
 
@@ -526,7 +526,7 @@ class IrcConnection:
         def announce() -> None:
             channel = next((c for c in self.channels.channels.values() if c.address == address), None)
             if channel is not None and channel.joined:
-                self.emit(RoomMessage(user=self.user, room=address, nick=self.network.name,
+                self.emit(RoomMessage(user=self.user, room=address, nick="",
                                       body=f"Reconnected to {self.network.name}", notice=True))
                 self._backfill(channel.name)
         self.channels.on_joined[address] = announce
