@@ -57,6 +57,9 @@ def test_charset_parameter_is_honoured(harness):
     ("text/html", b"<b>hi</b>", 415),
     ("message/cpim", b"From: x\r\n\r\nhi", 415),
     ("text/plain; charset=no-such-charset", b"hi", 415),
+    ("text/plain; charset=hex", b"6869", 415),  # codecs.lookup knows these; they are not text encodings
+    ("text/plain; charset=base64", b"aGk=", 415),
+    ("text/plain; charset=rot13", b"hi", 415),
     ("text/plain; charset=utf-8", b"\xff\xfe bad", 400),
     (None, b"", 400),
 ])
