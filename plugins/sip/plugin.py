@@ -178,7 +178,7 @@ class SipSession:
         if not self.active:
             raise LegacyError("service-unavailable", "your SIP registration is not active")
         if not message.body:
-            return ""
+            return ""  # nothing sent: the core sends no receipt and archives nothing for it
         body = message.body.encode("utf-8")
         if len(body) > MAX_BODY_BYTES:
             raise LegacyError("not-acceptable", f"message too long for SIP (over {MAX_BODY_BYTES} bytes)")
@@ -203,8 +203,12 @@ class SipSession:
                 raise LegacyError("not-acceptable", "message too large for UDP (RFC 3261 §18.1.1: over 1300 "
                                   f"bytes) and TCP to the proxy failed: {exc}") from None
             raise LegacyError("remote-server-not-found", f"SIP: cannot reach the proxy: {exc}") from None
-        if 200 <= response.status < 300:
-            return call_id
+        if response.status == 200:
+            return call_id  # RFC 3428 §7: 200 means delivered; the core may answer a receipt
+        if 200 < response.status < 300:
+            # RFC 3428 §7: a 202 only says a store-and-forward element took it, not that it was
+            # delivered: sent, but no receipt (the core sends one only for a non-empty id).
+            return ""
         raise LegacyError(_condition(response.status), f"SIP {response.status} {response.reason}".strip())
 
     async def set_presence(self, presence: PresenceUpdate) -> None:

@@ -178,6 +178,24 @@ def test_message_goes_out_with_proxy_auth_and_utf8():
     assert result.result == message.call_id
 
 
+@pytest.mark.parametrize("status", [202, 204])
+def test_only_a_200_confirms_delivery(status: int):
+    """RFC 3428 §7: a 202 means a store-and-forward element accepted it, not delivery: the message
+    is sent (no error) but no legacy id comes back, so the core answers no XEP-0184 receipt."""
+    harness = Harness()
+    session = registered(harness)
+    result = send(session)
+    harness.reply(harness.last(), status)
+    assert result.result == ""
+
+
+def test_empty_body_sends_nothing():
+    """An empty <body/> is nothing to carry: no MESSAGE, and "" so the core sends no receipt."""
+    harness = Harness()
+    session = registered(harness)
+    assert send(session, body="").result == "" and harness.sent() == []
+
+
 def test_hostless_contacts_are_on_the_users_domain():
     """``bob@gateway`` (no SIP domain) is sip:bob@<the AOR's domain>."""
     harness = Harness()
