@@ -35,6 +35,7 @@ from twisted.internet.ssl import optionsForClientTLS, platformTrust
 from twisted.python.failure import Failure
 
 from plugins.sip.codec import SipMessage, SipParseError, SipRequest, SipResponse, make_response, serialize
+from plugins.sip.response_route import response_peer, stamp_source
 from plugins.sip.transaction import (
     ClientTransaction,
     RequestReceived,
@@ -94,6 +95,9 @@ class _Destination:
 
     peer: Peer
     connection: SipStreamProtocol | None = None
+    source: Peer | None = None
+    """For a server transaction: where the request came from (``peer`` is where the
+    responses go, from its Via: RFC 3261 §18.2.2, RFC 3581)."""
 
 
 class SipStack:
@@ -303,9 +307,17 @@ class SipStack:
         if isinstance(message, SipResponse):
             self.layer.receive(message, now, reliable=origin.peer.reliable)
         else:
+            message = stamp_source(message, origin.peer)
             self.layer.receive(message, now, reliable=origin.peer.reliable,
-                               context=_Destination(origin.peer, origin.connection))
+                               context=self._reply_destination(message, origin))
         self._pump()
+
+    @staticmethod
+    def _reply_destination(request: SipRequest, origin: Origin) -> _Destination:
+        """Responses over a stream go back on its connection; over UDP where the Via says."""
+        if origin.connection is not None:
+            return _Destination(origin.peer, origin.connection, origin.peer)
+        return _Destination(response_peer(request, origin.peer), None, origin.peer)
 
     def malformed(self, error: SipParseError, origin: Origin) -> None:
         if error.request is None:
@@ -314,11 +326,12 @@ class SipStack:
         log.info("answering a malformed SIP request from %s with %d: %s", origin.peer, error.status,
                  error.reason)
         try:
-            response = make_response(error.request, error.status, headers=self._server_headers())
+            request = stamp_source(error.request, origin.peer)
+            response = make_response(request, error.status, headers=self._server_headers())
         except (SipParseError, ValueError):
             return
         # Stateless (RFC 3261 §8.2: the request is refused before it reaches the TU).
-        self._transmit(serialize(response), _Destination(origin.peer, origin.connection))
+        self._transmit(serialize(response), self._reply_destination(request, origin))
 
     def connection_made(self, connection: SipStreamProtocol) -> None:
         if connection.outbound:
@@ -422,7 +435,7 @@ class SipStack:
         context = transaction.context
         assert isinstance(context, _Destination)
         try:
-            response = self.handler(request, Origin(context.peer, context.connection))
+            response = self.handler(request, Origin(context.source or context.peer, context.connection))
         except Exception:
             log.exception("the SIP request handler failed on %s", request.method)
             response = make_response(request, 500, headers=self._server_headers())

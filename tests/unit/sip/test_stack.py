@@ -93,6 +93,46 @@ def test_incoming_request_is_answered_once_and_retransmissions_get_the_same_resp
     assert parse_datagram(first[0]).status == 200
 
 
+@pytest.mark.parametrize(("sent_by", "params", "destination", "stamps"), [
+    # RFC 3261 §18.2.2: the received address (the source IP) at the sent-by port, or 5060
+    ("pc33.atlanta.example.com:5070", "", ("192.0.2.10", 5070), ";received=192.0.2.10"),
+    ("pc33.atlanta.example.com", "", ("192.0.2.10", 5060), ";received=192.0.2.10"),
+    ("192.0.2.10:5070", "", ("192.0.2.10", 5070), ""),  # sent-by is the source: no received
+    # RFC 3581 §4: rport asks for the source port (received is added even when the same)
+    ("pc33.atlanta.example.com:5070", ";rport", ("192.0.2.10", 40000), ";received=192.0.2.10;rport=40000"),
+    ("192.0.2.10:5070", ";rport=1", ("192.0.2.10", 40000), ";received=192.0.2.10;rport=40000"),
+    # §18.2.2: maddr first
+    ("pc33.atlanta.example.com:5070", ";maddr=198.51.100.7", ("198.51.100.7", 5070), ";received=192.0.2.10"),
+])
+def test_udp_responses_go_where_the_via_says(sent_by, params, destination, stamps):
+    """RFC 3261 §18.2.1-2 and RFC 3581 §4: the source is stamped into the top Via (received, rport)
+    and the response goes to maddr, else the source IP at the rport or sent-by port (5060 by default),
+    not blindly back to the packet's source port; a retransmission is answered at the same place."""
+    stack, reactor, handler = make_stack()
+    request = message_request(sent_by=sent_by)
+    via = request.headers.get("Via") + params
+    data = serialize(SipRequest(request.method, request.uri, request.headers.replace("Via", via), request.body))
+    reactor.udp[0].receive(data, ("192.0.2.10", 40000))
+    reactor.udp[0].receive(data, ("192.0.2.10", 40000))
+    [(first, addr), (again, again_addr)] = reactor.udp[0].sent
+    assert (addr, again_addr) == (destination, destination) and first == again
+    response = parse_datagram(first)
+    assert response.status == 200
+    assert response.headers.get("Via") == f"SIP/2.0/UDP {sent_by};branch=z9hG4bK776asdhds" + \
+        params.replace(";rport=1", "").replace(";rport", "") + stamps
+    assert handler.requests[0][1].peer == Peer("udp", "192.0.2.10", 40000)  # the TU sees the real source
+
+
+def test_malformed_request_answer_follows_the_via_too():
+    """The stateless answer to a malformed request goes where its Via says, like any response."""
+    stack, reactor, _ = make_stack()
+    bad = message_request(sent_by="pc33.atlanta.example.com:5070")
+    bad = SipRequest(bad.method, bad.uri, bad.headers.replace("CSeq", "1 OPTIONS"), bad.body)
+    reactor.udp[0].receive(serialize(bad), ("192.0.2.10", 40000))
+    [(data, addr)] = reactor.udp[0].sent
+    assert parse_datagram(data).status == 400 and addr == ("192.0.2.10", 5070)
+
+
 def test_malformed_answerable_request_gets_its_status_and_junk_is_dropped():
     """A request whose answer fields parse gets 400 (here: CSeq method mismatch); junk gets nothing."""
     stack, reactor, handler = make_stack()
