@@ -162,7 +162,7 @@ class SipSession:
 
     async def start(self) -> None:
         """Register; raises :class:`LoginFailed`."""
-        self.plugin.acquire_stack()
+        await self.plugin.acquire_stack()
         try:
             granted = await self.registration.register()
         except RegistrationFailed as exc:
@@ -377,9 +377,9 @@ class SipPlugin:
         message = f"{self.context.gateway_jid}\0{user}".encode()
         return f"gw-{hmac.new(self.contact_key, message, hashlib.sha256).hexdigest()[:32]}"
 
-    def acquire_stack(self) -> None:
+    async def acquire_stack(self) -> None:
         try:
-            self.stack.acquire()
+            await self.stack.acquire()
         except CannotListenError as exc:
             log.error("the SIP gateway cannot listen: %s", exc)
             raise LoginFailed("internal-server-error", "the gateway cannot open its SIP port") from None
@@ -390,7 +390,7 @@ class SipPlugin:
             settings = self.account(values)
         except ValueError as exc:
             raise LoginFailed("not-acceptable", str(exc)) from None
-        self.acquire_stack()
+        await self.acquire_stack()
         try:
             client = RegistrationClient(UserAgent(self.stack, self.locator, settings), self.context.clock,
                                         contact_user=f"chk-{secrets.token_hex(8)}",

@@ -100,6 +100,19 @@ class _Destination:
     responses go, from its Via: RFC 3261 §18.2.2, RFC 3581)."""
 
 
+def _when_done(deferred: Deferred[Any]) -> Deferred[None]:
+    """A new Deferred fired when ``deferred`` fires, leaving its result to its own chain
+    (several callers may wait for one close)."""
+    waiter: Deferred[None] = Deferred()
+
+    def done(result: object) -> object:
+        waiter.callback(None)
+        return result
+
+    deferred.addBoth(done)
+    return waiter
+
+
 class SipStack:
     """One gateway's SIP endpoint (all its users share it)."""
 
@@ -122,6 +135,8 @@ class SipStack:
         self._accepted: set[SipStreamProtocol] = set()
         self._housekeeping: IDelayedCall | None = None
         self._pumping = False
+        self._closing: Deferred[Any] | None = None
+        """The sockets of the last :meth:`close` until ``stopListening`` finished."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -129,10 +144,14 @@ class SipStack:
     def running(self) -> bool:
         return self.udp_port is not None
 
-    def acquire(self) -> None:
+    async def acquire(self) -> None:
         """Open the sockets if this is the first user; one :meth:`release` per call.
 
-        Raises ``CannotListenError`` when a port is taken."""
+        Waits for sockets still closing (``stopListening`` may finish later: listening on
+        the same port before that fails with EADDRINUSE). Raises ``CannotListenError``
+        when a port is taken."""
+        while self._closing is not None and not self.running:
+            await _when_done(self._closing)
         if not self.running:
             self._listen()
         self._users += 1
@@ -147,7 +166,7 @@ class SipStack:
             self.tcp_port = cast(IReactorTCP, self.reactor).listenTCP(
                 settings.tcp_port, SipStreamFactory(self, "tcp"), interface=settings.listen_host)
         except Exception:
-            udp.stopListening()
+            self._track_closing([maybeDeferred(udp.stopListening)])
             self.udp = None
             raise
         self.udp_port = udp
@@ -186,7 +205,20 @@ class SipStack:
         self.udp_port = self.tcp_port = None
         self.udp = None
         if stops:
-            await DeferredList(stops, consumeErrors=True)
+            await _when_done(self._track_closing(stops))
+
+    def _track_closing(self, stops: list[Deferred[Any]]) -> Deferred[Any]:
+        """Remember sockets being closed until they are, so :meth:`acquire` can wait."""
+        closing: Deferred[Any] = DeferredList(stops, consumeErrors=True)
+        self._closing = closing
+
+        def closed(result: object) -> object:
+            if self._closing is closing:
+                self._closing = None
+            return result
+
+        closing.addBoth(closed)
+        return closing
 
     # -- addressing -----------------------------------------------------------------------------
 

@@ -287,7 +287,7 @@ def test_failover_to_the_next_target_on_503():
             return [Peer("udp", "192.0.2.10", 5060), Peer("udp", "192.0.2.11", 5060)]
 
     harness = Harness()
-    harness.plugin.acquire_stack()
+    assert ensureDeferred(harness.plugin.acquire_stack()).called
     ua = UserAgent(harness.plugin.stack, TwoTargets(),  # type: ignore[arg-type]
                    AccountSettings(aor=parse_aor(AOR), auth_username="alice", password="pw"))
     numbers = count(1)

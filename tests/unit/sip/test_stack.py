@@ -13,7 +13,7 @@ import logging
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.testing import StringTransport
 
 from plugins.sip.codec import SipRequest, SipResponse, make_response, parse_datagram, serialize
@@ -40,7 +40,7 @@ def make_stack() -> tuple[SipStack, SipTestReactor, Recorder]:
     handler = Recorder()
     stack = SipStack(reactor, StackSettings(listen_host="127.0.0.1", udp_port=5062, tcp_port=5062,
                                             contact_host="127.0.0.1"), handler)
-    stack.acquire()
+    assert ensureDeferred(stack.acquire()).called
     return stack, reactor, handler
 
 
@@ -156,6 +156,28 @@ def test_close_fails_pending_requests_and_leaves_no_timer():
     result.addErrback(lambda _: None)
     assert reactor.getDelayedCalls() == [] and not stack.running
     assert not reactor.udp[0].listening and not reactor.tcp[0].listening
+
+
+def test_reopening_waits_until_the_old_sockets_are_closed():
+    """stopListening may finish later; a new account logging in meanwhile must not listen on the
+    port before that (EADDRINUSE, which the fake reactor raises like a real one): it waits."""
+    stack, reactor, _ = make_stack()
+    closing = {"udp": Deferred(), "tcp": Deferred()}
+    for kind, port in (("udp", reactor.udp[0]), ("tcp", reactor.tcp[0])):
+        def stop(port=port, done=closing[kind]):
+            return done.addCallback(lambda _: setattr(port, "listening", False))
+        port.stopListening = stop
+    released = ensureDeferred(stack.release())
+    reopened = ensureDeferred(stack.acquire())
+    again = ensureDeferred(stack.acquire())  # several waiters for one close
+    assert not released.called and not reopened.called and len(reactor.udp) == 1
+    closing["udp"].callback(None)
+    assert not reopened.called
+    closing["tcp"].callback(None)
+    assert released.called and reopened.called and again.called
+    assert reopened.result is None and again.result is None  # no CannotListenError
+    assert stack.running and len(reactor.udp) == 2 and reactor.udp[1].listening
+    assert stack._users == 2
 
 
 def stream(stack: SipStack) -> tuple[object, StringTransport]:
