@@ -84,7 +84,8 @@ class StackSettings:
     so the proxy keeps the registration's connection, the only way to reach a TLS account;
     0 disables them."""
     idle_timeout: float = 600.0
-    """Accepted connections silent this long are closed (a peer cannot hold slots forever)."""
+    """Connections unused this long are closed: accepted ones (a peer cannot hold slots
+    forever) and our own that no registration holds (:meth:`SipStack.hold`)."""
     trust_root: Any = None
     """What verifies TLS servers (``IOpenSSLTrustRoot``); ``None``: the platform's CAs."""
 
@@ -133,6 +134,9 @@ class SipStack:
         """Requests waiting for a connection attempt, per peer."""
         self._attempts: dict[Peer, Deferred[SipStreamProtocol]] = {}
         self._accepted: set[SipStreamProtocol] = set()
+        self._held: dict[Peer, int] = {}
+        """Peers a live registration depends on (its binding is reached over that connection),
+        with how many: their connections are kept open and pinged; others close when idle."""
         self._housekeeping: IDelayedCall | None = None
         self._pumping = False
         self._closing: Deferred[Any] | None = None
@@ -251,6 +255,19 @@ class SipStack:
         """The peers we hold an open TCP/TLS connection to."""
         return frozenset(peer for peer, connection in self._outbound.items() if connection.connected_)
 
+    def hold(self, peer: Peer) -> None:
+        """A registration now depends on the connection to ``peer``: keep it (and ping it)."""
+        if peer.reliable:
+            self._held[peer] = self._held.get(peer, 0) + 1
+
+    def unhold(self, peer: Peer) -> None:
+        """Undo one :meth:`hold`; the connection then closes once idle."""
+        count = self._held.get(peer, 0) - 1
+        if count > 0:
+            self._held[peer] = count
+        else:
+            self._held.pop(peer, None)
+
     def is_own_branch(self, branch: str | None) -> bool:
         """Whether a Via branch is one of our live client transactions (a loop, §8.2.2.2)."""
         if not branch:
@@ -305,6 +322,7 @@ class SipStack:
             outcome = Failure(SipTransportError("the SIP stack stopped"))
         if isinstance(outcome, SipStreamProtocol):
             self._outbound[peer] = outcome
+            self.touched(outcome)
             self._start_housekeeping()
             for waiter in waiters:
                 waiter.callback(outcome)
@@ -394,11 +412,18 @@ class SipStack:
     def _housekeep(self) -> None:
         self._housekeeping = None
         now = self.reactor.seconds()
-        if self.settings.keepalive > 0:
-            for connection in list(self._outbound.values()):
-                if connection.connected_:
+        for peer, connection in list(self._outbound.items()):
+            if not connection.connected_:
+                continue
+            if self._held.get(peer):
+                if self.settings.keepalive > 0:
                     # RFC 5626 §3.5.1: a ping is a double CRLF; the pong (CRLF) is read and dropped.
                     connection.send(b"\r\n\r\n")
+            elif now - connection.last_activity >= self.settings.idle_timeout and not self._busy(connection):
+                # No registration needs it (e.g. opened for one large MESSAGE, RFC 3261 §18.1.1).
+                log.info("closing idle SIP connection to %s", peer)
+                connection.close()
+                del self._outbound[peer]
         for connection in list(self._accepted):
             if now - connection.last_activity >= self.settings.idle_timeout:
                 log.info("closing idle SIP connection from %s", connection.peer)
@@ -406,6 +431,11 @@ class SipStack:
                 self._accepted.discard(connection)
         if self._outbound or self._accepted:
             self._start_housekeeping()
+
+    def _busy(self, connection: SipStreamProtocol) -> bool:
+        """Whether a pending client transaction still waits for an answer on ``connection``."""
+        return any(isinstance(t.context, _Destination) and t.context.connection is connection
+                   for t in self._pending)
 
     def connection_lost(self, connection: SipStreamProtocol) -> None:
         self._accepted.discard(connection)
@@ -477,6 +507,7 @@ class SipStack:
     def _transmit(self, data: bytes, destination: _Destination) -> None:
         if destination.connection is not None:
             destination.connection.send(data)
+            self.touched(destination.connection)
         elif self.udp is not None:
             self.udp.send(data, destination.peer)
         else:

@@ -283,8 +283,10 @@ def test_contact_and_sent_by(transport: str):
 
 
 def test_outbound_connections_get_keepalive_pings():
-    """RFC 5626 §4.4.1: a CRLF CRLF ping every ``keepalive`` seconds on our own connections."""
+    """RFC 5626 §4.4.1: a CRLF CRLF ping every ``keepalive`` seconds on the connections our
+    registrations depend on."""
     stack, reactor, _ = make_stack()
+    stack.hold(Peer("tcp", "192.0.2.10", 5060))
     connected = ensureDeferred(stack.connect(Peer("tcp", "192.0.2.10", 5060)))
     host, port, factory, *_ = reactor.tcpClients[-1]
     transport = StringTransport()
@@ -296,6 +298,41 @@ def test_outbound_connections_get_keepalive_pings():
     assert transport.value() == b"\r\n\r\n"
     ensureDeferred(stack.close())
     assert reactor.getDelayedCalls() == []
+
+
+def _outbound(stack: SipStack, reactor: SipTestReactor, peer: Peer) -> StringTransport:
+    connected = ensureDeferred(stack.connect(peer))
+    transport = StringTransport()
+    reactor.tcpClients[-1][2].buildProtocol(None).makeConnection(transport)
+    assert connected.called
+    return transport
+
+
+def test_idle_outbound_connections_close_unless_a_registration_holds_them():
+    """Our own TCP connections that no registration depends on (one opened for a large MESSAGE)
+    close after ``idle_timeout`` without use and are not pinged; a held one stays and is pinged;
+    once released it closes when idle too, and use (a request on it) postpones that."""
+    stack, reactor, _ = make_stack()
+    spare, registrar = Peer("tcp", "192.0.2.20", 5060), Peer("tcp", "192.0.2.10", 5060)
+    stack.hold(registrar)
+    spare_transport, registrar_transport = _outbound(stack, reactor, spare), _outbound(stack, reactor, registrar)
+    reactor.advance(599)
+    assert not spare_transport.disconnecting and spare_transport.value() == b""  # no pings: it may idle out
+    reactor.advance(61)
+    assert spare_transport.disconnecting and stack.outbound_peers == {registrar}
+    assert not registrar_transport.disconnecting and registrar_transport.value().startswith(b"\r\n\r\n")
+    stack.hold(registrar)  # two registrations on one connection
+    stack.unhold(registrar)
+    reactor.advance(900)
+    assert not registrar_transport.disconnecting
+    stack.unhold(registrar)
+    pending = ensureDeferred(stack.request(outgoing(), registrar))  # used now: its idle time restarts
+    reactor.advance(599)
+    assert not registrar_transport.disconnecting  # in use (and a transaction pending until Timer F)
+    reactor.advance(700)
+    assert registrar_transport.disconnecting and stack.outbound_peers == frozenset()
+    pending.addErrback(lambda _: None)
+    ensureDeferred(stack.close())
 
 
 def test_idle_accepted_connections_are_closed():
