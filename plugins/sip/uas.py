@@ -11,7 +11,8 @@ transaction open for XMPP, RFC 4320), in this order:
 3. Request-URI of another scheme: 416 (§8.2.2.1). Require with any option: 420 with
    Unsupported (§8.2.2.3): we implement no extension.
 4. The user: the Request-URI's user part is the opaque Contact token we registered
-   (reference/sip.md §2.5). Unknown: 404. Known but not logged in: 480. With the
+   (reference/sip.md §2.5), an HMAC nobody else can compute. Any token we did not hand
+   out: 404, whoever it was meant to name. One of ours whose user is not logged in: 480. With the
    ``offline_messages`` option an offline user stays logged in, so their MESSAGE gets
    the 200 below and the core sends it to their bare JID (the server's offline storage).
 5. Content: ``text/plain`` only (``message/cpim`` and others: 415 with ``Accept:
