@@ -118,7 +118,7 @@ async def test_wrong_password_is_refused_with_not_acceptable(prosody, kamailio, 
 @pytest_twisted.ensureDeferred
 async def test_messages_both_ways(prosody, kamailio, tmp_path, transport: str) -> None:
     """Register (right password), log on = a binding in Kamailio; a message to baresip with a
-    receipt, one from baresip, a message to an unknown user returning item-not-found with its
+    receipt (an empty <body/> before it sends nothing and gets none), one from baresip, a message to an unknown user returning item-not-found with its
     id; logoff leaves no binding. Non-ASCII text, over UDP and over TCP."""
     async def scenario() -> None:
         async with running_gateway(prosody, GW, tmp_path, plugin="sip", options=gateway_options(kamailio)):
@@ -133,11 +133,18 @@ async def test_messages_both_ways(prosody, kamailio, tmp_path, transport: str) -
                 bob, bob_password = kamailio.new_user("bob")
                 async with BaresipAgent(tmp_path / "bob", kamailio, bob, bob_password, transport=transport,
                                         contacts=[aor]) as bob_agent:
+                    empty = client.make_message(mto=contact_jid(bob, kamailio.domain), mtype="chat")
+                    empty["id"] = "to-bob-0"  # an empty <body/>: nothing is sent, so no receipt
+                    empty.xml.append(ET.Element("{jabber:client}body"))
+                    empty.xml.append(ET.Element(f"{{{NS_RECEIPTS}}}request"))
+                    empty.send()
                     send_chat(client, contact_jid(bob, kamailio.domain), TEXT, "to-bob-1", receipt=True)
                     received = await bob_agent.wait_message()
                     assert (received.sender, received.body) == (aor, TEXT)
                     receipt = await recorder.wait_for(is_receipt("to-bob-1"))
                     assert receipt["from"].bare == contact_jid(bob, kamailio.domain)
+                    assert not any(is_receipt("to-bob-0")(s) for s in recorder.stanzas)
+                    assert len(bob_agent.received()) == 1
 
                     start = len(recorder.stanzas)
                     await bob_agent.send_message(aor, f"back: {TEXT}")
