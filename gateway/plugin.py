@@ -509,8 +509,8 @@ class LegacySession(Protocol):
 
         Raise :class:`LegacyError` to refuse it at once; report later refusals
         with :class:`DeliveryFailed`. A plugin whose ``delivery_receipts`` attribute is
-        true returns only once the legacy side confirmed delivery: the core then answers
-        a XEP-0184 receipt request itself.
+        true returns a non-empty id only once the legacy side confirmed delivery: the
+        core then answers a XEP-0184 receipt request itself ("" gets no receipt).
         """
 
     async def set_presence(self, presence: PresenceUpdate) -> None:

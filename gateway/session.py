@@ -664,11 +664,11 @@ class Sessions:
             self.send(error_reply(element, "feature-not-implemented"))
         else:
             self._record_out(user, address, body, legacy_id)
-            self._receipt(message)
+            self._receipt(message, legacy_id)
 
     def _record_out(self, user: str, address: str, body: str, legacy_id: object) -> None:
-        if self.archive is None:
-            return
+        if self.archive is None or not body:
+            return  # an empty <body/> is nothing the legacy side got (plugins send nothing for it)
         try:
             contact = self.contact_jid(address)
         except ValueError:
@@ -676,11 +676,14 @@ class Sessions:
         self.archive.record(user, address, contact, sender=user, body=body, direction="out",
                             legacy_id=legacy_id if isinstance(legacy_id, str) else "")
 
-    def _receipt(self, message: Stanza) -> None:
+    def _receipt(self, message: Stanza, legacy_id: object) -> None:
         """XEP-0184 §5.1: a receipt only for a request, with the message's id, and only from a
-        plugin whose ``send_message`` returns once the legacy side confirmed delivery."""
-        if not getattr(self.plugin, "delivery_receipts", False) or not message.id:
+        plugin whose ``send_message`` returns once the legacy side confirmed delivery. An empty
+        legacy id means accepted but not confirmed delivered (SIP 202), or nothing sent."""
+        if not getattr(self.plugin, "delivery_receipts", False) or not message.id or not legacy_id:
             return
+        if not child_text(message.element, "body"):
+            return  # an empty <body/> was not sent anywhere: nothing to confirm
         if next(message.element.elements(NS_RECEIPTS, "request"), None) is None:
             return
         receipt = stanza("message", sender=message.recipient.userhost(), recipient=message.sender.full(),

@@ -12,14 +12,18 @@ chat messages from the sender's escaped JID, answered at once (:mod:`.uas`).
 Options (``[gateways.NAME.options]``, see docs/sip.md): ``listen_host``, ``udp_port``,
 ``tcp_port``, ``contact_host``, ``proxy``, ``expires``, ``receipts``, ``ca_file``,
 ``user_agent``, ``keepalive``, ``offline_messages`` (keep users registered while they are
-offline: their MESSAGEs are answered 200 and go to the server's offline storage).
+offline: their MESSAGEs are answered 200 and go to the server's offline storage),
+``contact_secret`` / ``contact_secret_env`` (the key of the Contact tokens, see
+:meth:`SipPlugin.token_for`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import itertools
 import logging
+import os
 import secrets
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -68,6 +72,8 @@ log = logging.getLogger(__name__)
 TRANSPORT_CHOICES = ("auto", "udp", "tcp", "tls")
 #: Bodies over this many bytes are refused before any SIP is sent (no proxy takes more).
 MAX_BODY_BYTES = 60000
+#: The shortest ``contact_secret`` taken (the tokens' only protection against guessing).
+MIN_SECRET_LENGTH = 16
 #: Contacts remembered per user to show available while the registration is up.
 MAX_CONTACTS = 500
 
@@ -87,7 +93,8 @@ class _Options:
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         known = {"listen_host", "udp_port", "tcp_port", "contact_host", "proxy", "expires", "receipts",
-                 "ca_file", "user_agent", "keepalive", "offline_messages"}
+                 "ca_file", "user_agent", "keepalive", "offline_messages", "contact_secret",
+                 "contact_secret_env"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"{unknown[0]}: unknown SIP option (known: {', '.join(sorted(known))})")
@@ -104,6 +111,23 @@ class _Options:
         if not isinstance(value, bool):
             raise ValueError(f"{key}: expected true or false, got {value!r}")
         return value
+
+    def contact_secret(self) -> bytes | None:
+        """``contact_secret``, or the variable ``contact_secret_env`` names; ``None``: neither."""
+        inline, variable = self.text("contact_secret", ""), self.text("contact_secret_env", "")
+        if inline and variable:
+            raise ValueError("contact_secret: give contact_secret or contact_secret_env, not both")
+        if variable:
+            inline = os.environ.get(variable, "")
+            if not inline:
+                raise ValueError(f"contact_secret_env: the environment variable {variable!r} is not set "
+                                 "or empty")
+        if not inline:
+            return None
+        if len(inline) < MIN_SECRET_LENGTH:
+            key = "contact_secret_env" if variable else "contact_secret"
+            raise ValueError(f"{key}: the secret must be at least {MIN_SECRET_LENGTH} characters long")
+        return inline.encode()
 
     def integer(self, key: str, default: int, *, minimum: int, maximum: int) -> int:
         value = self.options.get(key, default)
@@ -138,7 +162,7 @@ class SipSession:
 
     async def start(self) -> None:
         """Register; raises :class:`LoginFailed`."""
-        self.plugin.acquire_stack()
+        await self.plugin.acquire_stack()
         try:
             granted = await self.registration.register()
         except RegistrationFailed as exc:
@@ -178,7 +202,7 @@ class SipSession:
         if not self.active:
             raise LegacyError("service-unavailable", "your SIP registration is not active")
         if not message.body:
-            return ""
+            return ""  # nothing sent: the core sends no receipt and archives nothing for it
         body = message.body.encode("utf-8")
         if len(body) > MAX_BODY_BYTES:
             raise LegacyError("not-acceptable", f"message too long for SIP (over {MAX_BODY_BYTES} bytes)")
@@ -203,8 +227,12 @@ class SipSession:
                 raise LegacyError("not-acceptable", "message too large for UDP (RFC 3261 §18.1.1: over 1300 "
                                   f"bytes) and TCP to the proxy failed: {exc}") from None
             raise LegacyError("remote-server-not-found", f"SIP: cannot reach the proxy: {exc}") from None
-        if 200 <= response.status < 300:
-            return call_id
+        if response.status == 200:
+            return call_id  # RFC 3428 §7: 200 means delivered; the core may answer a receipt
+        if 200 < response.status < 300:
+            # RFC 3428 §7: a 202 only says a store-and-forward element took it, not that it was
+            # delivered: sent, but no receipt (the core sends one only for a non-empty id).
+            return ""
         raise LegacyError(_condition(response.status), f"SIP {response.status} {response.reason}".strip())
 
     async def set_presence(self, presence: PresenceUpdate) -> None:
@@ -282,6 +310,8 @@ class SipPlugin:
         self.expires = options.integer("expires", 600, minimum=1, maximum=86400)
         self.delivery_receipts = options.flag("receipts", True)
         self.offline_messages = options.flag("offline_messages", False)
+        # A random key per process unless configured: see token_for and docs/sip.md.
+        self.contact_key = options.contact_secret() or secrets.token_bytes(32)
         settings = StackSettings(
             listen_host=listen_host or "0.0.0.0",
             udp_port=options.integer("udp_port", 5060, minimum=0, maximum=65535),
@@ -338,14 +368,18 @@ class SipPlugin:
                                transport=None if transport == "auto" else transport)
 
     def token_for(self, user: str) -> str:
-        """A stable Contact user part for ``user``: after a restart the new REGISTER replaces
-        the old binding instead of adding a second one."""
-        digest = hashlib.sha256(f"{self.context.gateway_jid}\0{user}".encode()).hexdigest()
-        return f"gw-{digest[:24]}"
+        """The Contact user part for ``user``: HMAC-SHA256 of the gateway JID and the user's JID
+        under :attr:`contact_key`, so only the registrar (which stores the binding) learns it:
+        nobody else can forge a MESSAGE to ``sip:gw-…@gateway`` or probe which JIDs use the
+        gateway (an unknown token is always 404). With a configured ``contact_secret`` the token
+        is stable across restarts (a new REGISTER replaces the old binding); with the default
+        random key it changes, which costs only a stale binding after a crash (docs/sip.md)."""
+        message = f"{self.context.gateway_jid}\0{user}".encode()
+        return f"gw-{hmac.new(self.contact_key, message, hashlib.sha256).hexdigest()[:32]}"
 
-    def acquire_stack(self) -> None:
+    async def acquire_stack(self) -> None:
         try:
-            self.stack.acquire()
+            await self.stack.acquire()
         except CannotListenError as exc:
             log.error("the SIP gateway cannot listen: %s", exc)
             raise LoginFailed("internal-server-error", "the gateway cannot open its SIP port") from None
@@ -356,7 +390,7 @@ class SipPlugin:
             settings = self.account(values)
         except ValueError as exc:
             raise LoginFailed("not-acceptable", str(exc)) from None
-        self.acquire_stack()
+        await self.acquire_stack()
         try:
             client = RegistrationClient(UserAgent(self.stack, self.locator, settings), self.context.clock,
                                         contact_user=f"chk-{secrets.token_hex(8)}",

@@ -81,6 +81,10 @@ class RegistrationClient:
         self.refreshes = 0
         """Successful refreshes so far (tests and logs)."""
         self._contact: str | None = None
+        self._peer: Peer | None = None
+        """Where the last REGISTER went."""
+        self._held: Peer | None = None
+        """The peer whose connection our binding depends on (held in the stack)."""
         self._timer: IDelayedCall | None = None
         self._failures = 0
         self._stopped = False
@@ -95,6 +99,8 @@ class RegistrationClient:
             if 200 <= response.status < 300:
                 granted = self._granted(response, expires)
                 self.registered_until = self.clock.seconds() + granted
+                if not self._stopped:
+                    self._hold(self._peer)
                 return granted
             if response.status == 423:
                 # §10.2.8: "the UA MAY retry the registration with an expiration interval
@@ -135,14 +141,27 @@ class RegistrationClient:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._hold(None)
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _hold(self, peer: Peer | None) -> None:
+        """Tell the stack which connection the binding depends on (a TCP/TLS registration is
+        reached over it: it must stay open and pinged); ``None``: none any more."""
+        if peer == self._held:
+            return
+        if self._held is not None:
+            self.ua.stack.unhold(self._held)
+        self._held = peer if peer is not None and peer.reliable else None
+        if self._held is not None:
+            self.ua.stack.hold(self._held)
 
     async def _send(self, expires: int) -> SipResponse:
         aor = self.ua.settings.aor
         registrar = SipUri(aor.scheme, aor.host)
 
         def build(peer: Peer, cseq: int) -> SipRequest:
+            self._peer = peer
             self._contact = self.ua.stack.contact(self.contact_user, peer.transport)
             headers = self.ua.headers(
                 to=f"<{aor}>", call_id=self.call_id, cseq=cseq, method="REGISTER", from_tag=self.from_tag,

@@ -35,6 +35,7 @@ from twisted.internet.ssl import optionsForClientTLS, platformTrust
 from twisted.python.failure import Failure
 
 from plugins.sip.codec import SipMessage, SipParseError, SipRequest, SipResponse, make_response, serialize
+from plugins.sip.response_route import response_peer, stamp_source
 from plugins.sip.transaction import (
     ClientTransaction,
     RequestReceived,
@@ -83,7 +84,8 @@ class StackSettings:
     so the proxy keeps the registration's connection, the only way to reach a TLS account;
     0 disables them."""
     idle_timeout: float = 600.0
-    """Accepted connections silent this long are closed (a peer cannot hold slots forever)."""
+    """Connections unused this long are closed: accepted ones (a peer cannot hold slots
+    forever) and our own that no registration holds (:meth:`SipStack.hold`)."""
     trust_root: Any = None
     """What verifies TLS servers (``IOpenSSLTrustRoot``); ``None``: the platform's CAs."""
 
@@ -94,6 +96,22 @@ class _Destination:
 
     peer: Peer
     connection: SipStreamProtocol | None = None
+    source: Peer | None = None
+    """For a server transaction: where the request came from (``peer`` is where the
+    responses go, from its Via: RFC 3261 §18.2.2, RFC 3581)."""
+
+
+def _when_done(deferred: Deferred[Any]) -> Deferred[None]:
+    """A new Deferred fired when ``deferred`` fires, leaving its result to its own chain
+    (several callers may wait for one close)."""
+    waiter: Deferred[None] = Deferred()
+
+    def done(result: object) -> object:
+        waiter.callback(None)
+        return result
+
+    deferred.addBoth(done)
+    return waiter
 
 
 class SipStack:
@@ -116,8 +134,13 @@ class SipStack:
         """Requests waiting for a connection attempt, per peer."""
         self._attempts: dict[Peer, Deferred[SipStreamProtocol]] = {}
         self._accepted: set[SipStreamProtocol] = set()
+        self._held: dict[Peer, int] = {}
+        """Peers a live registration depends on (its binding is reached over that connection),
+        with how many: their connections are kept open and pinged; others close when idle."""
         self._housekeeping: IDelayedCall | None = None
         self._pumping = False
+        self._closing: Deferred[Any] | None = None
+        """The sockets of the last :meth:`close` until ``stopListening`` finished."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -125,10 +148,14 @@ class SipStack:
     def running(self) -> bool:
         return self.udp_port is not None
 
-    def acquire(self) -> None:
+    async def acquire(self) -> None:
         """Open the sockets if this is the first user; one :meth:`release` per call.
 
-        Raises ``CannotListenError`` when a port is taken."""
+        Waits for sockets still closing (``stopListening`` may finish later: listening on
+        the same port before that fails with EADDRINUSE). Raises ``CannotListenError``
+        when a port is taken."""
+        while self._closing is not None and not self.running:
+            await _when_done(self._closing)
         if not self.running:
             self._listen()
         self._users += 1
@@ -143,7 +170,7 @@ class SipStack:
             self.tcp_port = cast(IReactorTCP, self.reactor).listenTCP(
                 settings.tcp_port, SipStreamFactory(self, "tcp"), interface=settings.listen_host)
         except Exception:
-            udp.stopListening()
+            self._track_closing([maybeDeferred(udp.stopListening)])
             self.udp = None
             raise
         self.udp_port = udp
@@ -182,7 +209,20 @@ class SipStack:
         self.udp_port = self.tcp_port = None
         self.udp = None
         if stops:
-            await DeferredList(stops, consumeErrors=True)
+            await _when_done(self._track_closing(stops))
+
+    def _track_closing(self, stops: list[Deferred[Any]]) -> Deferred[Any]:
+        """Remember sockets being closed until they are, so :meth:`acquire` can wait."""
+        closing: Deferred[Any] = DeferredList(stops, consumeErrors=True)
+        self._closing = closing
+
+        def closed(result: object) -> object:
+            if self._closing is closing:
+                self._closing = None
+            return result
+
+        closing.addBoth(closed)
+        return closing
 
     # -- addressing -----------------------------------------------------------------------------
 
@@ -214,6 +254,19 @@ class SipStack:
     def outbound_peers(self) -> frozenset[Peer]:
         """The peers we hold an open TCP/TLS connection to."""
         return frozenset(peer for peer, connection in self._outbound.items() if connection.connected_)
+
+    def hold(self, peer: Peer) -> None:
+        """A registration now depends on the connection to ``peer``: keep it (and ping it)."""
+        if peer.reliable:
+            self._held[peer] = self._held.get(peer, 0) + 1
+
+    def unhold(self, peer: Peer) -> None:
+        """Undo one :meth:`hold`; the connection then closes once idle."""
+        count = self._held.get(peer, 0) - 1
+        if count > 0:
+            self._held[peer] = count
+        else:
+            self._held.pop(peer, None)
 
     def is_own_branch(self, branch: str | None) -> bool:
         """Whether a Via branch is one of our live client transactions (a loop, §8.2.2.2)."""
@@ -269,6 +322,7 @@ class SipStack:
             outcome = Failure(SipTransportError("the SIP stack stopped"))
         if isinstance(outcome, SipStreamProtocol):
             self._outbound[peer] = outcome
+            self.touched(outcome)
             self._start_housekeeping()
             for waiter in waiters:
                 waiter.callback(outcome)
@@ -303,9 +357,17 @@ class SipStack:
         if isinstance(message, SipResponse):
             self.layer.receive(message, now, reliable=origin.peer.reliable)
         else:
+            message = stamp_source(message, origin.peer)
             self.layer.receive(message, now, reliable=origin.peer.reliable,
-                               context=_Destination(origin.peer, origin.connection))
+                               context=self._reply_destination(message, origin))
         self._pump()
+
+    @staticmethod
+    def _reply_destination(request: SipRequest, origin: Origin) -> _Destination:
+        """Responses over a stream go back on its connection; over UDP where the Via says."""
+        if origin.connection is not None:
+            return _Destination(origin.peer, origin.connection, origin.peer)
+        return _Destination(response_peer(request, origin.peer), None, origin.peer)
 
     def malformed(self, error: SipParseError, origin: Origin) -> None:
         if error.request is None:
@@ -314,11 +376,12 @@ class SipStack:
         log.info("answering a malformed SIP request from %s with %d: %s", origin.peer, error.status,
                  error.reason)
         try:
-            response = make_response(error.request, error.status, headers=self._server_headers())
+            request = stamp_source(error.request, origin.peer)
+            response = make_response(request, error.status, headers=self._server_headers())
         except (SipParseError, ValueError):
             return
         # Stateless (RFC 3261 §8.2: the request is refused before it reaches the TU).
-        self._transmit(serialize(response), _Destination(origin.peer, origin.connection))
+        self._transmit(serialize(response), self._reply_destination(request, origin))
 
     def connection_made(self, connection: SipStreamProtocol) -> None:
         if connection.outbound:
@@ -349,11 +412,18 @@ class SipStack:
     def _housekeep(self) -> None:
         self._housekeeping = None
         now = self.reactor.seconds()
-        if self.settings.keepalive > 0:
-            for connection in list(self._outbound.values()):
-                if connection.connected_:
+        for peer, connection in list(self._outbound.items()):
+            if not connection.connected_:
+                continue
+            if self._held.get(peer):
+                if self.settings.keepalive > 0:
                     # RFC 5626 §3.5.1: a ping is a double CRLF; the pong (CRLF) is read and dropped.
                     connection.send(b"\r\n\r\n")
+            elif now - connection.last_activity >= self.settings.idle_timeout and not self._busy(connection):
+                # No registration needs it (e.g. opened for one large MESSAGE, RFC 3261 §18.1.1).
+                log.info("closing idle SIP connection to %s", peer)
+                connection.close()
+                del self._outbound[peer]
         for connection in list(self._accepted):
             if now - connection.last_activity >= self.settings.idle_timeout:
                 log.info("closing idle SIP connection from %s", connection.peer)
@@ -361,6 +431,11 @@ class SipStack:
                 self._accepted.discard(connection)
         if self._outbound or self._accepted:
             self._start_housekeeping()
+
+    def _busy(self, connection: SipStreamProtocol) -> bool:
+        """Whether a pending client transaction still waits for an answer on ``connection``."""
+        return any(isinstance(t.context, _Destination) and t.context.connection is connection
+                   for t in self._pending)
 
     def connection_lost(self, connection: SipStreamProtocol) -> None:
         self._accepted.discard(connection)
@@ -422,7 +497,7 @@ class SipStack:
         context = transaction.context
         assert isinstance(context, _Destination)
         try:
-            response = self.handler(request, Origin(context.peer, context.connection))
+            response = self.handler(request, Origin(context.source or context.peer, context.connection))
         except Exception:
             log.exception("the SIP request handler failed on %s", request.method)
             response = make_response(request, 500, headers=self._server_headers())
@@ -432,6 +507,7 @@ class SipStack:
     def _transmit(self, data: bytes, destination: _Destination) -> None:
         if destination.connection is not None:
             destination.connection.send(data)
+            self.touched(destination.connection)
         elif self.udp is not None:
             self.udp.send(data, destination.peer)
         else:

@@ -11,13 +11,14 @@ transaction open for XMPP, RFC 4320), in this order:
 3. Request-URI of another scheme: 416 (§8.2.2.1). Require with any option: 420 with
    Unsupported (§8.2.2.3): we implement no extension.
 4. The user: the Request-URI's user part is the opaque Contact token we registered
-   (reference/sip.md §2.5). Unknown: 404. Known but not logged in: 480. With the
+   (reference/sip.md §2.5), an HMAC nobody else can compute. Any token we did not hand
+   out: 404, whoever it was meant to name. One of ours whose user is not logged in: 480. With the
    ``offline_messages`` option an offline user stays logged in, so their MESSAGE gets
    the 200 below and the core sends it to their bare JID (the server's offline storage).
 5. Content: ``text/plain`` only (``message/cpim`` and others: 415 with ``Accept:
    text/plain``, §8.2.3; CPIM is out of scope). The ``charset`` parameter is honoured
-   (UTF-8 by default, as baresip sends none); an unknown charset is 415, undecodable
-   bytes 400.
+   (UTF-8 by default, as baresip sends none); an unknown charset, or a codec that is not a
+   text encoding (``hex``, ``base64``, ``rot13``), is 415; undecodable bytes 400.
 6. 200 OK (RFC 3428 §7: "200 (OK) ... delivered"; the message goes to the XMPP server now).
 """
 
@@ -103,14 +104,12 @@ class MessageService:
         if content_type is not None and content_type.mime != "text/plain":
             return self._reply(request, 415, headers=[("Accept", ACCEPT)])
         charset = (content_type.charset if content_type is not None else None) or "utf-8"
-        try:
-            codecs.lookup(charset)
-        except LookupError:
+        if not _is_text_charset(charset):
             return self._reply(request, 415, "Unsupported Charset",
                                headers=[("Accept", f"{ACCEPT};charset=UTF-8")])
         try:
             body = request.body.decode(charset)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, LookupError):
             return self._reply(request, 400, "Body Not In Its Charset")
         try:
             sender = address_of(request.from_address.uri)
@@ -120,3 +119,15 @@ class MessageService:
             return self._reply(request, 400, "Unusable From")
         self.plugin.context.events.emit(event)
         return self._reply(request, 200)
+
+
+def _is_text_charset(charset: str) -> bool:
+    """Whether ``charset`` names a codec that decodes bytes to text. ``codecs.lookup`` also
+    finds bytes-to-bytes and text-to-text codecs (``hex``, ``base64``, ``rot13``), which
+    ``bytes.decode`` then refuses with :class:`LookupError`. ``b"".decode`` cannot tell (an
+    empty input is decoded without a lookup), and ``CodecInfo._is_text_encoding`` is private:
+    decode nothing through ``codecs.decode`` and look at what comes out."""
+    try:
+        return isinstance(codecs.decode(b"", charset), str)
+    except Exception:  # LookupError, or whatever a non-text codec raises on bytes
+        return False

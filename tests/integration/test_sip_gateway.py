@@ -8,6 +8,7 @@ loopback ports, with the session's Kamailio as the default outbound proxy.
 from __future__ import annotations
 
 import asyncio
+import re
 from contextlib import asynccontextmanager
 
 import pytest
@@ -28,6 +29,7 @@ TEXT = "héllo wörld ✓ 日本"
 NS_REGISTER = "jabber:iq:register"
 NS_DATA = "jabber:x:data"
 NS_RECEIPTS = "urn:xmpp:receipts"
+TOKEN = re.compile(r"gw-[0-9a-f]{32}")
 
 
 def gateway_options(kamailio: KamailioServer, **extra: object) -> dict[str, object]:
@@ -116,7 +118,7 @@ async def test_wrong_password_is_refused_with_not_acceptable(prosody, kamailio, 
 @pytest_twisted.ensureDeferred
 async def test_messages_both_ways(prosody, kamailio, tmp_path, transport: str) -> None:
     """Register (right password), log on = a binding in Kamailio; a message to baresip with a
-    receipt, one from baresip, a message to an unknown user returning item-not-found with its
+    receipt (an empty <body/> before it sends nothing and gets none), one from baresip, a message to an unknown user returning item-not-found with its
     id; logoff leaves no binding. Non-ASCII text, over UDP and over TCP."""
     async def scenario() -> None:
         async with running_gateway(prosody, GW, tmp_path, plugin="sip", options=gateway_options(kamailio)):
@@ -131,11 +133,18 @@ async def test_messages_both_ways(prosody, kamailio, tmp_path, transport: str) -
                 bob, bob_password = kamailio.new_user("bob")
                 async with BaresipAgent(tmp_path / "bob", kamailio, bob, bob_password, transport=transport,
                                         contacts=[aor]) as bob_agent:
+                    empty = client.make_message(mto=contact_jid(bob, kamailio.domain), mtype="chat")
+                    empty["id"] = "to-bob-0"  # an empty <body/>: nothing is sent, so no receipt
+                    empty.xml.append(ET.Element("{jabber:client}body"))
+                    empty.xml.append(ET.Element(f"{{{NS_RECEIPTS}}}request"))
+                    empty.send()
                     send_chat(client, contact_jid(bob, kamailio.domain), TEXT, "to-bob-1", receipt=True)
                     received = await bob_agent.wait_message()
                     assert (received.sender, received.body) == (aor, TEXT)
                     receipt = await recorder.wait_for(is_receipt("to-bob-1"))
                     assert receipt["from"].bare == contact_jid(bob, kamailio.domain)
+                    assert not any(is_receipt("to-bob-0")(s) for s in recorder.stanzas)
+                    assert len(bob_agent.received()) == 1
 
                     start = len(recorder.stanzas)
                     await bob_agent.send_message(aor, f"back: {TEXT}")
@@ -316,10 +325,11 @@ async def test_offline_messages_wait_in_the_servers_offline_storage(prosody, kam
 async def test_offline_messages_survive_a_gateway_restart(prosody, kamailio, tmp_path) -> None:
     """Stopping the gateway unregisters everyone (no binding left); with ``offline_messages`` the
     next start registers a user who is offline again (only online users answer the start probe,
-    so the core logs the others in itself), and a MESSAGE then still reaches offline storage."""
+    so the core logs the others in itself), and a MESSAGE then still reaches offline storage.
+    With ``contact_secret`` the Contact token is the same after the restart."""
     async def scenario() -> None:
         key = generate_key()
-        options = gateway_options(kamailio, offline_messages=True)
+        options = gateway_options(kamailio, offline_messages=True, contact_secret="restart-test-secret")
         sip_name, sip_password = kamailio.new_user("xmpp")
         jid, xmpp_password = prosody.new_user("siprestart")
         aor = f"sip:{sip_name}@{kamailio.domain}"
@@ -331,11 +341,13 @@ async def test_offline_messages_survive_a_gateway_restart(prosody, kamailio, tmp
                                                  "password": sip_password})
                 await logged_in(client, recorder)
             await eventually(lambda: not service.sessions.users[jid].resources, what="the user offline")
-            assert len(kamailio.contacts(sip_name)) == 1
+            [before] = kamailio.contacts(sip_name)
         assert kamailio.contacts(sip_name) == []  # SIGTERM logged the kept session out too
 
         async with running_gateway(prosody, GW, tmp_path, plugin="sip", options=options, key=key) as service:
             await eventually(lambda: len(kamailio.contacts(sip_name)) == 1, what="registered again at start")
+            [after] = kamailio.contacts(sip_name)
+            assert TOKEN.search(after).group() == TOKEN.search(before).group()  # the stable secret's token
             assert service.sessions.users[jid].resources == {}
             bob, bob_password = kamailio.new_user("bob")
             async with BaresipAgent(tmp_path / "bob", kamailio, bob, bob_password, contacts=[aor],

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
+from gateway.store.models import ArchivedMessage
+from tests.fakenet import FakeSession
 from tests.unit.harness import build_gateway, matches
 
 GW = "gw.example.org"
@@ -69,3 +72,36 @@ def test_receipts_are_advertised_in_disco(server):
                 "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
     [info] = server.sent()
     assert matches(info, "/iq[@type='result']/query/feature[@var='urn:xmpp:receipts']")
+
+
+def test_no_receipt_and_no_archive_line_for_an_empty_body():
+    """An empty <body/> is sent nowhere (the SIP plugin skips it): no receipt, no "out" archive line."""
+    server, database = build_gateway("tests.fakenet:FakeNetPlugin", options=OPTIONS, extra={"archive": {}})
+    server.service.start()
+    server.handshake()
+    server.feed(f"<iq type='set' id='r1' from='{ALICE}/phone' to='{GW}'><query xmlns='jabber:iq:register'>"
+                "<username>alice</username><password>pw1</password></query></iq>")
+    server.feed(f"<presence from='{ALICE}/phone' to='{GW}'/>")
+    server.clock.advance(0)
+    server.sent()
+    server.service.plugin.delivery_receipts = True
+    server.feed(f"<message type='chat' id='e1' from='{ALICE}/phone' to='carol@{GW}'><body/>{REQUEST}</message>")
+    assert server.sent() == []
+    [receipt] = chat(server, "carol", "e2", REQUEST)  # a real one still is answered and archived
+    assert matches(receipt, "/message/received[@id='e2']")
+    server.clock.advance(1)
+    with database.sessionmaker() as session:
+        bodies = [r.body for r in session.execute(select(ArchivedMessage)).scalars()]
+    assert bodies == ["hi"]
+    server.service.connection.stop()
+
+
+def test_no_receipt_when_the_plugin_returns_no_legacy_id(server, monkeypatch):
+    """An empty legacy id: the legacy side accepted the message without confirming delivery (SIP 202)."""
+    server.service.plugin.delivery_receipts = True
+
+    async def accepted(self, message):
+        return ""
+
+    monkeypatch.setattr(FakeSession, "send_message", accepted)
+    assert chat(server, "carol", "a1", REQUEST) == []

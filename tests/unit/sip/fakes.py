@@ -2,14 +2,16 @@
 
 ``MemoryReactorClock`` has no UDP: :class:`SipTestReactor` adds ``listenUDP`` with a
 :class:`FakeUdpPort` that records what the stack sends, and a ``listenTCP`` whose port
-knows its number. Received datagrams are fed with :meth:`FakeUdpPort.receive`.
+knows its number; like a real reactor, both refuse a port still listening (EADDRINUSE). Received datagrams are fed with :meth:`FakeUdpPort.receive`.
 """
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.testing import MemoryReactorClock
@@ -78,11 +80,15 @@ class SipTestReactor(MemoryReactorClock):
 
     def listenUDP(self, port: int, protocol: DatagramProtocol, interface: str = "",
                   maxPacketSize: int = 8192) -> FakeUdpPort:
+        if port and any(p.listening and p.host.port == port for p in self.udp):
+            raise CannotListenError(interface, port, OSError(errno.EADDRINUSE, "Address already in use"))
         fake = FakeUdpPort(protocol, interface, port or 5062)
         self.udp.append(fake)
         return fake
 
     def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> FakeTcpPort:
+        if port and any(p.listening and p.host.port == port for p in self.tcp):
+            raise CannotListenError(interface, port, OSError(errno.EADDRINUSE, "Address already in use"))
         fake = FakeTcpPort(factory, interface, port or 5062)
         self.tcp.append(fake)
         return fake

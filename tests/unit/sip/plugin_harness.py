@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import ensureDeferred
+
 from gateway.plugin import PluginContext
 from plugins.sip.codec import SipRequest, make_response, serialize
 from plugins.sip.plugin import SipPlugin, SipSession
@@ -62,7 +64,7 @@ class Harness:
 
     def active_session(self, user: str = USER) -> SipSession:
         """A logged-in session without the REGISTER dance (for UAS tests)."""
-        self.plugin.acquire_stack()
+        assert ensureDeferred(self.plugin.acquire_stack()).called
         settings = AccountSettings(aor=parse_aor(AOR), auth_username="alice", password="pw")
         session = SipSession(self.plugin, user, settings, self.plugin.token_for(user))
         session.active = True

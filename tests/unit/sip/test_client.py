@@ -8,11 +8,16 @@ and the RFC 7572 error mapping, all on a fake reactor with timers driven by its 
 from __future__ import annotations
 
 import pytest
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from gateway.plugin import LegacyError, LoginFailed, OutgoingMessage, Registration, SessionLost
+from plugins.sip.codec import Headers, make_response
+from plugins.sip.registration import RegistrationClient
+from plugins.sip.transport import Peer
+from plugins.sip.ua import AccountSettings, parse_aor
 from plugins.sip.uri import parse_address
 from tests.unit.sip.plugin_harness import AOR, CHALLENGE, USER, Harness
 
@@ -178,6 +183,24 @@ def test_message_goes_out_with_proxy_auth_and_utf8():
     assert result.result == message.call_id
 
 
+@pytest.mark.parametrize("status", [202, 204])
+def test_only_a_200_confirms_delivery(status: int):
+    """RFC 3428 §7: a 202 means a store-and-forward element accepted it, not delivery: the message
+    is sent (no error) but no legacy id comes back, so the core answers no XEP-0184 receipt."""
+    harness = Harness()
+    session = registered(harness)
+    result = send(session)
+    harness.reply(harness.last(), status)
+    assert result.result == ""
+
+
+def test_empty_body_sends_nothing():
+    """An empty <body/> is nothing to carry: no MESSAGE, and "" so the core sends no receipt."""
+    harness = Harness()
+    session = registered(harness)
+    assert send(session, body="").result == "" and harness.sent() == []
+
+
 def test_hostless_contacts_are_on_the_users_domain():
     """``bob@gateway`` (no SIP domain) is sip:bob@<the AOR's domain>."""
     harness = Harness()
@@ -269,7 +292,7 @@ def test_failover_to_the_next_target_on_503():
             return [Peer("udp", "192.0.2.10", 5060), Peer("udp", "192.0.2.11", 5060)]
 
     harness = Harness()
-    harness.plugin.acquire_stack()
+    assert ensureDeferred(harness.plugin.acquire_stack()).called
     ua = UserAgent(harness.plugin.stack, TwoTargets(),  # type: ignore[arg-type]
                    AccountSettings(aor=parse_aor(AOR), auth_username="alice", password="pw"))
     numbers = count(1)
@@ -314,3 +337,64 @@ def test_a_refresh_and_an_unregistration_in_flight_never_share_a_cseq():
     assert len(numbers) == len(set(numbers))
     harness.reply(unregister, 200)
     assert done.called
+
+
+class _HoldingStack:
+    """The stack surface a registration uses, recording which peers it holds."""
+
+    settings = type("Settings", (), {"user_agent": "test"})()
+
+    def __init__(self) -> None:
+        self.held: list[Peer] = []
+
+    def contact(self, user: str, transport: str) -> str:
+        return f"sip:{user}@127.0.0.1:5062;transport={transport}"
+
+    def hold(self, peer: Peer) -> None:
+        self.held.append(peer)
+
+    def unhold(self, peer: Peer) -> None:
+        self.held.remove(peer)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_a_registration_holds_its_connection_while_it_lasts(transport: str):
+    """The stack closes idle outbound connections unless a registration depends on them: a TCP/TLS
+    binding holds its peer from the 200 until it stops (logout, loss); a refresh answered after
+    the stop does not hold it again; UDP holds nothing."""
+    peer = Peer(transport, "192.0.2.10", 5060)
+    stack = _HoldingStack()
+    answers: list = []
+
+    class Agent:
+        settings = AccountSettings(aor=parse_aor(AOR), auth_username="alice", password="pw")
+
+        def __init__(self) -> None:
+            self.stack = stack
+
+        def headers(self, **kwargs):
+            return Headers([("To", kwargs["to"]), ("From", f"<sip:{AOR}>;tag={kwargs['from_tag']}"),
+                            ("Call-ID", kwargs["call_id"]), ("CSeq", f"{kwargs['cseq']} REGISTER"),
+                            ("Via", "SIP/2.0/TCP 127.0.0.1:5062;branch=z9hG4bKx"), *kwargs["extra"]])
+
+        async def send(self, build, next_cseq):
+            request = build(peer, next_cseq())
+            answer = Deferred()
+            answers.append(answer)
+            await answer
+            return make_response(request, 200)
+
+    client = RegistrationClient(Agent(), Clock(), contact_user="gw-x", expires=600)  # type: ignore[arg-type]
+    first = ensureDeferred(client.register())
+    answers.pop().callback(None)
+    assert first.result == 600
+    expected = [peer] if transport == "tcp" else []
+    assert stack.held == expected
+    refresh = ensureDeferred(client.register())  # a refresh keeps one hold
+    answers.pop().callback(None)
+    assert refresh.called and stack.held == expected
+    late = ensureDeferred(client.register())
+    client.stop()
+    assert stack.held == []
+    answers.pop().callback(None)
+    assert late.called and stack.held == []  # answered after the stop: not held again

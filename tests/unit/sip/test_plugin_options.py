@@ -31,6 +31,10 @@ def plugin(**options: object) -> SipPlugin:
     ({"keepalive": -1}, "keepalive"),
     ({"offline_messages": "yes"}, "offline_messages"),
     ({"offline_messages": 1}, "offline_messages"),
+    ({"contact_secret": "too short"}, "contact_secret"),
+    ({"contact_secret": 1234567890123456789}, "contact_secret"),
+    ({"contact_secret": "s" * 16, "contact_secret_env": "XGW_TEST_CONTACT_SECRET"}, "contact_secret"),
+    ({"contact_secret_env": "XGW_TEST_NO_SUCH_VARIABLE"}, "contact_secret_env"),
 ])
 def test_bad_options_name_their_key(options, key):
     """check-config builds the plugin: every mistake is a ValueError that starts with the key."""
@@ -70,10 +74,14 @@ def test_account_values():
 
 
 def test_tokens_are_stable_and_distinct():
-    """The Contact token of a user survives restarts (same binding) and differs between users."""
+    """The Contact token of a user is the same for the life of the plugin and differs between
+    users; with a configured secret it also survives restarts (the same binding is replaced)."""
     sip = plugin()
-    assert sip.token_for("a@example.org") == plugin().token_for("a@example.org")
+    assert sip.token_for("a@example.org") == sip.token_for("a@example.org")
     assert sip.token_for("a@example.org") != sip.token_for("b@example.org")
+    secret = "s" * 16
+    assert plugin(contact_secret=secret).token_for("a@example.org") == \
+        plugin(contact_secret=secret).token_for("a@example.org")
 
 
 @pytest.mark.parametrize(("given", "address"), [
@@ -104,3 +112,23 @@ def test_address_to_jid_localpart_and_back():
     assert localpart == "alice\\40example.com"
     assert sip.localpart_to_legacy(unescape_localpart(localpart)) == "alice@example.com"
     assert sip.localpart_to_legacy("alice%example.com") == "alice@example.com"
+
+
+def test_contact_tokens_are_keyed_and_stable_only_with_a_configured_secret(monkeypatch):
+    """Issue 6 review: a token anyone could compute (sha256 of public JIDs) lets anyone forge
+    MESSAGEs to a user. The token is an HMAC: without a secret its key is random per process (two
+    plugins differ), with ``contact_secret`` / ``contact_secret_env`` it is stable across restarts."""
+    import hashlib
+
+    user = "alice@example.org"
+    unkeyed = hashlib.sha256(f"sip.gw\0{user}".encode()).hexdigest()
+    first, second = plugin().token_for(user), plugin().token_for(user)
+    assert first != second and unkeyed[:24] not in first and unkeyed[:24] not in second
+    assert first.startswith("gw-") and len(first) == 3 + 32
+    secret = "a long enough secret"
+    stable = plugin(contact_secret=secret).token_for(user)
+    assert stable == plugin(contact_secret=secret).token_for(user)
+    assert stable != plugin(contact_secret=secret + "!").token_for(user)
+    assert stable != plugin(contact_secret=secret).token_for("bob@example.org")
+    monkeypatch.setenv("XGW_TEST_CONTACT_SECRET", secret)
+    assert plugin(contact_secret_env="XGW_TEST_CONTACT_SECRET").token_for(user) == stable

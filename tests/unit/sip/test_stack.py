@@ -13,7 +13,7 @@ import logging
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.testing import StringTransport
 
 from plugins.sip.codec import SipRequest, SipResponse, make_response, parse_datagram, serialize
@@ -40,7 +40,7 @@ def make_stack() -> tuple[SipStack, SipTestReactor, Recorder]:
     handler = Recorder()
     stack = SipStack(reactor, StackSettings(listen_host="127.0.0.1", udp_port=5062, tcp_port=5062,
                                             contact_host="127.0.0.1"), handler)
-    stack.acquire()
+    assert ensureDeferred(stack.acquire()).called
     return stack, reactor, handler
 
 
@@ -93,6 +93,46 @@ def test_incoming_request_is_answered_once_and_retransmissions_get_the_same_resp
     assert parse_datagram(first[0]).status == 200
 
 
+@pytest.mark.parametrize(("sent_by", "params", "destination", "stamps"), [
+    # RFC 3261 §18.2.2: the received address (the source IP) at the sent-by port, or 5060
+    ("pc33.atlanta.example.com:5070", "", ("192.0.2.10", 5070), ";received=192.0.2.10"),
+    ("pc33.atlanta.example.com", "", ("192.0.2.10", 5060), ";received=192.0.2.10"),
+    ("192.0.2.10:5070", "", ("192.0.2.10", 5070), ""),  # sent-by is the source: no received
+    # RFC 3581 §4: rport asks for the source port (received is added even when the same)
+    ("pc33.atlanta.example.com:5070", ";rport", ("192.0.2.10", 40000), ";received=192.0.2.10;rport=40000"),
+    ("192.0.2.10:5070", ";rport=1", ("192.0.2.10", 40000), ";received=192.0.2.10;rport=40000"),
+    # §18.2.2: maddr first
+    ("pc33.atlanta.example.com:5070", ";maddr=198.51.100.7", ("198.51.100.7", 5070), ";received=192.0.2.10"),
+])
+def test_udp_responses_go_where_the_via_says(sent_by, params, destination, stamps):
+    """RFC 3261 §18.2.1-2 and RFC 3581 §4: the source is stamped into the top Via (received, rport)
+    and the response goes to maddr, else the source IP at the rport or sent-by port (5060 by default),
+    not blindly back to the packet's source port; a retransmission is answered at the same place."""
+    stack, reactor, handler = make_stack()
+    request = message_request(sent_by=sent_by)
+    via = request.headers.get("Via") + params
+    data = serialize(SipRequest(request.method, request.uri, request.headers.replace("Via", via), request.body))
+    reactor.udp[0].receive(data, ("192.0.2.10", 40000))
+    reactor.udp[0].receive(data, ("192.0.2.10", 40000))
+    [(first, addr), (again, again_addr)] = reactor.udp[0].sent
+    assert (addr, again_addr) == (destination, destination) and first == again
+    response = parse_datagram(first)
+    assert response.status == 200
+    assert response.headers.get("Via") == f"SIP/2.0/UDP {sent_by};branch=z9hG4bK776asdhds" + \
+        params.replace(";rport=1", "").replace(";rport", "") + stamps
+    assert handler.requests[0][1].peer == Peer("udp", "192.0.2.10", 40000)  # the TU sees the real source
+
+
+def test_malformed_request_answer_follows_the_via_too():
+    """The stateless answer to a malformed request goes where its Via says, like any response."""
+    stack, reactor, _ = make_stack()
+    bad = message_request(sent_by="pc33.atlanta.example.com:5070")
+    bad = SipRequest(bad.method, bad.uri, bad.headers.replace("CSeq", "1 OPTIONS"), bad.body)
+    reactor.udp[0].receive(serialize(bad), ("192.0.2.10", 40000))
+    [(data, addr)] = reactor.udp[0].sent
+    assert parse_datagram(data).status == 400 and addr == ("192.0.2.10", 5070)
+
+
 def test_malformed_answerable_request_gets_its_status_and_junk_is_dropped():
     """A request whose answer fields parse gets 400 (here: CSeq method mismatch); junk gets nothing."""
     stack, reactor, handler = make_stack()
@@ -116,6 +156,28 @@ def test_close_fails_pending_requests_and_leaves_no_timer():
     result.addErrback(lambda _: None)
     assert reactor.getDelayedCalls() == [] and not stack.running
     assert not reactor.udp[0].listening and not reactor.tcp[0].listening
+
+
+def test_reopening_waits_until_the_old_sockets_are_closed():
+    """stopListening may finish later; a new account logging in meanwhile must not listen on the
+    port before that (EADDRINUSE, which the fake reactor raises like a real one): it waits."""
+    stack, reactor, _ = make_stack()
+    closing = {"udp": Deferred(), "tcp": Deferred()}
+    for kind, port in (("udp", reactor.udp[0]), ("tcp", reactor.tcp[0])):
+        def stop(port=port, done=closing[kind]):
+            return done.addCallback(lambda _: setattr(port, "listening", False))
+        port.stopListening = stop
+    released = ensureDeferred(stack.release())
+    reopened = ensureDeferred(stack.acquire())
+    again = ensureDeferred(stack.acquire())  # several waiters for one close
+    assert not released.called and not reopened.called and len(reactor.udp) == 1
+    closing["udp"].callback(None)
+    assert not reopened.called
+    closing["tcp"].callback(None)
+    assert released.called and reopened.called and again.called
+    assert reopened.result is None and again.result is None  # no CannotListenError
+    assert stack.running and len(reactor.udp) == 2 and reactor.udp[1].listening
+    assert stack._users == 2
 
 
 def stream(stack: SipStack) -> tuple[object, StringTransport]:
@@ -221,8 +283,10 @@ def test_contact_and_sent_by(transport: str):
 
 
 def test_outbound_connections_get_keepalive_pings():
-    """RFC 5626 §4.4.1: a CRLF CRLF ping every ``keepalive`` seconds on our own connections."""
+    """RFC 5626 §4.4.1: a CRLF CRLF ping every ``keepalive`` seconds on the connections our
+    registrations depend on."""
     stack, reactor, _ = make_stack()
+    stack.hold(Peer("tcp", "192.0.2.10", 5060))
     connected = ensureDeferred(stack.connect(Peer("tcp", "192.0.2.10", 5060)))
     host, port, factory, *_ = reactor.tcpClients[-1]
     transport = StringTransport()
@@ -234,6 +298,41 @@ def test_outbound_connections_get_keepalive_pings():
     assert transport.value() == b"\r\n\r\n"
     ensureDeferred(stack.close())
     assert reactor.getDelayedCalls() == []
+
+
+def _outbound(stack: SipStack, reactor: SipTestReactor, peer: Peer) -> StringTransport:
+    connected = ensureDeferred(stack.connect(peer))
+    transport = StringTransport()
+    reactor.tcpClients[-1][2].buildProtocol(None).makeConnection(transport)
+    assert connected.called
+    return transport
+
+
+def test_idle_outbound_connections_close_unless_a_registration_holds_them():
+    """Our own TCP connections that no registration depends on (one opened for a large MESSAGE)
+    close after ``idle_timeout`` without use and are not pinged; a held one stays and is pinged;
+    once released it closes when idle too, and use (a request on it) postpones that."""
+    stack, reactor, _ = make_stack()
+    spare, registrar = Peer("tcp", "192.0.2.20", 5060), Peer("tcp", "192.0.2.10", 5060)
+    stack.hold(registrar)
+    spare_transport, registrar_transport = _outbound(stack, reactor, spare), _outbound(stack, reactor, registrar)
+    reactor.advance(599)
+    assert not spare_transport.disconnecting and spare_transport.value() == b""  # no pings: it may idle out
+    reactor.advance(61)
+    assert spare_transport.disconnecting and stack.outbound_peers == {registrar}
+    assert not registrar_transport.disconnecting and registrar_transport.value().startswith(b"\r\n\r\n")
+    stack.hold(registrar)  # two registrations on one connection
+    stack.unhold(registrar)
+    reactor.advance(900)
+    assert not registrar_transport.disconnecting
+    stack.unhold(registrar)
+    pending = ensureDeferred(stack.request(outgoing(), registrar))  # used now: its idle time restarts
+    reactor.advance(599)
+    assert not registrar_transport.disconnecting  # in use (and a transaction pending until Timer F)
+    reactor.advance(700)
+    assert registrar_transport.disconnecting and stack.outbound_peers == frozenset()
+    pending.addErrback(lambda _: None)
+    ensureDeferred(stack.close())
 
 
 def test_idle_accepted_connections_are_closed():

@@ -57,6 +57,9 @@ def test_charset_parameter_is_honoured(harness):
     ("text/html", b"<b>hi</b>", 415),
     ("message/cpim", b"From: x\r\n\r\nhi", 415),
     ("text/plain; charset=no-such-charset", b"hi", 415),
+    ("text/plain; charset=hex", b"6869", 415),  # codecs.lookup knows these; they are not text encodings
+    ("text/plain; charset=base64", b"aGk=", 415),
+    ("text/plain; charset=rot13", b"hi", 415),
     ("text/plain; charset=utf-8", b"\xff\xfe bad", 400),
     (None, b"", 400),
 ])
@@ -78,6 +81,26 @@ def test_unknown_user_is_404_and_logged_out_user_is_480(harness):
     harness.plugin.forget(session)
     response = answer(harness, request(harness, branch="z9hG4bKproxy2"))
     assert response.status == 480 and response.headers.get("Retry-After")
+    assert harness.events.events == []
+
+
+def test_tokens_cannot_be_forged_or_used_to_probe_users(harness):
+    """A token computed the old unkeyed way (sha256 of the gateway and user JIDs) reaches nobody,
+    whether that user is logged in, logged out or unknown: always the same 404, nothing emitted."""
+    import hashlib
+
+    def unkeyed(user: str) -> str:
+        return "gw-" + hashlib.sha256(f"sip.gw.example\0{user}".encode()).hexdigest()[:24]
+
+    session = harness.active_session()
+    forged = [request(harness, user=unkeyed(USER), branch="z9hG4bKf1"),
+              request(harness, user=unkeyed("nobody@example.org"), branch="z9hG4bKf2")]
+    assert [answer(harness, data).status for data in forged] == [404, 404]
+    session.active = False
+    harness.plugin.forget(session)
+    answers = [answer(harness, data.replace(b"z9hG4bKf", b"z9hG4bKg")) for data in forged]
+    assert [(r.status, r.reason, r.headers.get("Retry-After")) for r in answers] == [(404, "Not Found", None)] * 2
+    assert answer(harness, request(harness, branch="z9hG4bKreal")).status == 480  # the real token
     assert harness.events.events == []
 
 
