@@ -43,6 +43,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import ClassVar, Literal
 
 from plugins.irc.lines import IrcMessage, serialize
@@ -154,6 +155,12 @@ def authenticate_lines(payload: bytes) -> list[str]:
     return [serialize("AUTHENTICATE", chunk) for chunk in chunks]
 
 
+@lru_cache(maxsize=64)
+def _desired_caps(desired: frozenset[str], sasl: bool) -> frozenset[str]:
+    # One shared set per configuration rather than a new frozenset (~700 bytes) per connection.
+    return desired | {"sasl"} if sasl else desired - {"sasl"}
+
+
 class Registration:
     """Drives one connection from TCP-connected to 001, negotiating capabilities and SASL.
 
@@ -179,9 +186,7 @@ class Registration:
         self._realname = realname
         self._password = password
         self._sasl = sasl
-        self._desired = frozenset(desired) | ({"sasl"} if sasl else set())
-        if not sasl:
-            self._desired -= {"sasl"}
+        self._desired = _desired_caps(frozenset(desired), bool(sasl))
         self._max_nick_retries = max_nick_retries
         self.state: State = "new"
         self.nick = nick
