@@ -16,6 +16,7 @@ not sure of (non-ASCII, a prohibited character, an empty label) goes to Twisted.
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
@@ -54,7 +55,8 @@ def _ascii_parts(text: str) -> tuple[str | None, str, str | None] | None:
     if user is not None:
         if not _NODE_OK.issuperset(user):
             return None
-        user = user.lower()
+        lowered = user.lower()
+        user = user if lowered == user else lowered  # one string per cached JID, not two
     labels = host.split(".")
     if len(labels) > 1 and not labels[-1]:
         labels.pop()  # one trailing dot is kept (Twisted's NamePrep.prepare)
@@ -63,7 +65,8 @@ def _ascii_parts(text: str) -> tuple[str | None, str, str | None] | None:
             return None
     if resource is not None and not _RESOURCE_OK.issuperset(resource):
         return None
-    return user, host.lower(), resource
+    # Interned: the cached JIDs share a few domains (the gateway's, the users' servers).
+    return user, sys.intern(host.lower()), resource
 
 
 def _from_parts(user: str | None, host: str, resource: str | None) -> JID:

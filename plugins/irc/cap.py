@@ -161,6 +161,12 @@ def _desired_caps(desired: frozenset[str], sasl: bool) -> frozenset[str]:
     return desired | {"sasl"} if sasl else desired - {"sasl"}
 
 
+@lru_cache(maxsize=64)
+def _shared_caps(caps: frozenset[str]) -> frozenset[str]:
+    # The first set seen equal to ``caps``: connections to one network share one (~200 bytes each).
+    return caps
+
+
 class Registration:
     """Drives one connection from TCP-connected to 001, negotiating capabilities and SASL.
 
@@ -196,7 +202,8 @@ class Registration:
         self.sasl_mechanisms: tuple[str, ...] | None = None
         self.sasl_result: Literal["success", "failure"] | None = None
         self.error: RegistrationError | None = None
-        self._enabled: set[str] = set()
+        # Shared with every connection that has the same capabilities (see _shared_caps).
+        self._enabled: frozenset[str] = frozenset()
         self._pending_reqs = 0
         self._sasl_sent = False
         self._nick_retries = 0
@@ -264,7 +271,8 @@ class Registration:
         if subcommand == "DEL":
             for name in caps:
                 self.available.pop(name, None)
-                self._enabled.discard(name)
+                self._enabled = self._enabled - {name}
+            self._enabled = _shared_caps(self._enabled)
         return []
 
     def _on_ls(self, caps: list[str], more: bool) -> list[str]:
@@ -306,9 +314,10 @@ class Registration:
         for token in caps:
             # 3.1 servers may echo modifiers; "-name" means disabled.
             if token.startswith("-"):
-                self._enabled.discard(token[1:])
+                self._enabled = self._enabled - {token[1:]}
             else:
-                self._enabled.add(token.lstrip("~="))
+                self._enabled = self._enabled | {token.lstrip("~=")}
+        self._enabled = _shared_caps(self._enabled)
         return self._answered()
 
     def _on_nak(self, caps: list[str]) -> list[str]:

@@ -223,8 +223,7 @@ class IrcConnection:
         isupport = ISupport()
         self.channels = Channels(user=user, network=network.name, addressing=addressing,
                                  history=History(isupport.fold),
-                                 isupport=isupport, emit=emit, own_nick=lambda: self.nick,
-                                 reply=lambda nick, text: self.send("NOTICE", nick, text),
+                                 isupport=isupport, emit=emit, own_nick=self._own_nick, reply=self._notice,
                                  ctcp_version=settings.ctcp_version, nick_owner=self.nicks.owner)
         self._motd: list[str] = []
         self._channel_list: tuple[float, list[tuple[str, int, str]]] | None = None
@@ -251,6 +250,14 @@ class IrcConnection:
     @property
     def history(self) -> History:
         return self.channels.history
+
+    # Methods rather than lambdas for the channel state's callbacks: a bound method is a third
+    # of a closure's size.
+    def _own_nick(self) -> str:
+        return self.nick
+
+    def _notice(self, nick: str, text: str) -> None:
+        self.send("NOTICE", nick, text)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
