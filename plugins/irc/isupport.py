@@ -79,7 +79,7 @@ def _width_map(name: str) -> str:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class ISupport:
     """The server's ISUPPORT state; starts at the documented defaults, then :meth:`update`.
 
