@@ -7,6 +7,7 @@ through :class:`~gateway.store.db.Database`'s own thread pool.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 
@@ -118,6 +119,11 @@ def run(config: Config, reactor: IReactorCore) -> int:
         service.fatal.addCallback(fatal)
         reactor.callWhenRunning(service.start)
     reactor.addSystemEventTrigger("before", "shutdown", graceful_stop)
+    # What is loaded by now (modules, configuration, plugins) lives as long as the process: out of
+    # the collector's sight, a full collection (the objects of a big join start one) scans only what
+    # came later, under 1 ms instead of 70-100 ms with the bench's 1000 occupants (issue 7).
+    gc.collect()
+    gc.freeze()
     reactor.run()  # type: ignore[attr-defined]
     database.stop()
     return outcome["code"]

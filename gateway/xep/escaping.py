@@ -17,6 +17,9 @@ _ESCAPES = {
     ":": r"\3a", "<": r"\3c", ">": r"\3e", "@": r"\40",
 }
 _SEQUENCE = re.compile(r"\\(20|22|26|27|2f|3a|3c|3e|40|5c)")
+# Any character that escaping might change; most nicks have none (every occupant of a big
+# channel goes through here when the user joins it).
+_SPECIAL = re.compile(r'[ "&\'/:<>@\\]')
 
 
 def escape_localpart(text: str) -> str:
@@ -29,6 +32,8 @@ def escape_localpart(text: str) -> str:
         raise ValueError("an empty name has no localpart")
     if text[0] == " " or text[-1] == " ":
         raise ValueError("a localpart must not start or end with a space (XEP-0106 §4.2)")
+    if _SPECIAL.search(text) is None:
+        return text
     out = []
     for index, char in enumerate(text):
         if char == "\\" and _SEQUENCE.match(text, index):

@@ -43,6 +43,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import ClassVar, Literal
 
 from plugins.irc.lines import IrcMessage, serialize
@@ -154,6 +155,18 @@ def authenticate_lines(payload: bytes) -> list[str]:
     return [serialize("AUTHENTICATE", chunk) for chunk in chunks]
 
 
+@lru_cache(maxsize=64)
+def _desired_caps(desired: frozenset[str], sasl: bool) -> frozenset[str]:
+    # One shared set per configuration rather than a new frozenset (~700 bytes) per connection.
+    return desired | {"sasl"} if sasl else desired - {"sasl"}
+
+
+@lru_cache(maxsize=64)
+def _shared_caps(caps: frozenset[str]) -> frozenset[str]:
+    # The first set seen equal to ``caps``: connections to one network share one (~200 bytes each).
+    return caps
+
+
 class Registration:
     """Drives one connection from TCP-connected to 001, negotiating capabilities and SASL.
 
@@ -179,9 +192,7 @@ class Registration:
         self._realname = realname
         self._password = password
         self._sasl = sasl
-        self._desired = frozenset(desired) | ({"sasl"} if sasl else set())
-        if not sasl:
-            self._desired -= {"sasl"}
+        self._desired = _desired_caps(frozenset(desired), bool(sasl))
         self._max_nick_retries = max_nick_retries
         self.state: State = "new"
         self.nick = nick
@@ -191,7 +202,8 @@ class Registration:
         self.sasl_mechanisms: tuple[str, ...] | None = None
         self.sasl_result: Literal["success", "failure"] | None = None
         self.error: RegistrationError | None = None
-        self._enabled: set[str] = set()
+        # Shared with every connection that has the same capabilities (see _shared_caps).
+        self._enabled: frozenset[str] = frozenset()
         self._pending_reqs = 0
         self._sasl_sent = False
         self._nick_retries = 0
@@ -259,7 +271,8 @@ class Registration:
         if subcommand == "DEL":
             for name in caps:
                 self.available.pop(name, None)
-                self._enabled.discard(name)
+                self._enabled = self._enabled - {name}
+            self._enabled = _shared_caps(self._enabled)
         return []
 
     def _on_ls(self, caps: list[str], more: bool) -> list[str]:
@@ -301,9 +314,10 @@ class Registration:
         for token in caps:
             # 3.1 servers may echo modifiers; "-name" means disabled.
             if token.startswith("-"):
-                self._enabled.discard(token[1:])
+                self._enabled = self._enabled - {token[1:]}
             else:
-                self._enabled.add(token.lstrip("~="))
+                self._enabled = self._enabled | {token.lstrip("~=")}
+        self._enabled = _shared_caps(self._enabled)
         return self._answered()
 
     def _on_nak(self, caps: list[str]) -> list[str]:

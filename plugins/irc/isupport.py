@@ -33,9 +33,11 @@ CASEMAPPING choices:
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 __all__ = ["DEFAULT_CHANMODES", "DEFAULT_CHANTYPES", "DEFAULT_PREFIX", "ISupport", "ModeChange"]
 
@@ -77,12 +79,13 @@ def _width_map(name: str) -> str:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class ISupport:
     """The server's ISUPPORT state; starts at the documented defaults, then :meth:`update`.
 
     :ivar tokens: every token as last advertised (name -> unescaped value, ``""``
-        when valueless), for what this class does not interpret.
+        when valueless), for what this class does not interpret. Read-only: connections
+        that were told the same tokens share one dict (see :func:`_shared_tokens`).
     """
 
     casemapping: str = "rfc1459"
@@ -116,31 +119,33 @@ class ISupport:
 
     def update_tokens(self, tokens: Iterable[str]) -> None:
         """Apply ISUPPORT tokens: ``NAME``, ``NAME=value`` or ``-NAME`` (back to the default)."""
+        merged = dict(self.tokens)  # a copy: the current dict may be shared
         for token in tokens:
             if not token or token == "-":
                 continue
             if token.startswith("-"):
                 name = token[1:].partition("=")[0]
-                self.tokens.pop(name, None)
+                merged.pop(name, None)
                 self._reset(name)
                 continue
             name, _, raw = token.partition("=")
-            value = _unescape_value(raw)
-            self.tokens[name] = value
+            # Interned: every connection to a network is told the same strings.
+            name, value = sys.intern(name), sys.intern(_unescape_value(raw))
+            merged[name] = value
             self._apply(name, value)
+        self.tokens = _shared_tokens(merged)
 
     def _apply(self, name: str, value: str) -> None:
         # Unknown or malformed values leave the previous state alone: a server typo
         # must not make every name compare differently mid-session.
         if name == "CASEMAPPING" and value:
-            self.casemapping = value.lower()
+            self.casemapping = sys.intern(value.lower())
         elif name == "CHANTYPES":
             # An empty value is meaningful: "this server has no channels" (modern ircdocs).
             self.chantypes = value
         elif name == "CHANMODES":
             # ircdocs: more than four groups may appear later; clients ignore the extras.
-            groups = [*value.split(","), "", "", "", ""][:4]
-            self.chanmodes = (groups[0], groups[1], groups[2], groups[3])
+            self.chanmodes = _parse_chanmodes(value)
         elif name == "PREFIX":
             self._apply_prefix(value)
         elif name == "NETWORK":
@@ -165,7 +170,8 @@ class ISupport:
             return
         match = _PREFIX_RE.fullmatch(value)
         if match and len(match.group(1)) == len(match.group(2)):
-            self.membership_modes, self.membership_prefixes = match.group(1), match.group(2)
+            self.membership_modes = sys.intern(match.group(1))
+            self.membership_prefixes = sys.intern(match.group(2))
 
     def _reset(self, name: str) -> None:
         defaults = ISupport()
@@ -269,6 +275,28 @@ class ISupport:
                 param = next(remaining, None) if self.mode_takes_param(char, adding) else None
                 changes.append((adding, char, param))
         return changes
+
+
+#: Token dicts by content, so that connections to one network share theirs (~1.6 kB each).
+#: Bounded: past the limit it starts over, which only costs sharing, never correctness.
+_TOKEN_SETS: dict[frozenset[tuple[str, str]], dict[str, str]] = {}
+_TOKEN_SETS_MAX = 256
+
+
+def _shared_tokens(tokens: dict[str, str]) -> dict[str, str]:
+    key = frozenset(tokens.items())
+    shared = _TOKEN_SETS.get(key)
+    if shared is None:
+        if len(_TOKEN_SETS) >= _TOKEN_SETS_MAX:
+            _TOKEN_SETS.clear()
+        shared = _TOKEN_SETS[key] = tokens
+    return shared
+
+
+@lru_cache(maxsize=64)
+def _parse_chanmodes(value: str) -> tuple[str, str, str, str]:
+    groups = [*value.split(","), "", "", "", ""][:4]
+    return (groups[0], groups[1], groups[2], groups[3])
 
 
 def _unescape_value(raw: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from twisted.internet.defer import Deferred
 
@@ -85,10 +86,15 @@ class Waiter:
     """Maps a refusal to a stanza error condition; by default the moderation numerics."""
 
 
+#: Most members hold no membership mode: they share one empty set (a set each was 216 bytes
+#: per member, 216 kB per user in a channel of 1000).
+NO_MODES: frozenset[str] = frozenset()
+
+
 @dataclass(slots=True)
 class Member:
     nick: str
-    modes: set[str] = field(default_factory=set)
+    modes: frozenset[str] = NO_MODES
 
 
 @dataclass(slots=True)
@@ -104,6 +110,16 @@ class Channel:
 
 
 Emit = Callable[[object], None]
+
+
+@lru_cache(maxsize=256)
+def role_for(membership_modes: str, modes: frozenset[str]) -> tuple[Role, Affiliation]:
+    """The role and affiliation of a member holding ``modes``: its highest-ranked prefix mode
+    (PREFIX order) that :data:`MODE_ROLES` knows. Cached: a channel has few distinct mode sets."""
+    for mode in membership_modes:
+        if mode in modes and mode in MODE_ROLES:
+            return MODE_ROLES[mode]
+    return "participant", "none"
 
 
 class Channels:
@@ -133,14 +149,6 @@ class Channels:
         """Room address -> called once when that channel's join completes."""
         self.pending_pm: dict[str, list[str]] = {}
         """Folded nick -> ids of private messages sent to it, oldest first (for 401 errors)."""
-        self._handlers: dict[str, tuple[int, Callable[[IrcMessage], None]]] = {
-            "JOIN": (1, self._join), "PART": (1, self._part), "KICK": (2, self._kick),
-            "QUIT": (0, self._quit), "NICK": (1, self._nick), "MODE": (2, self._mode),
-            "TOPIC": (2, self._topic), "PRIVMSG": (2, self._privmsg), "NOTICE": (2, self._notice),
-            "332": (3, self._rpl_topic), "333": (3, self._rpl_topic_who), "353": (4, self._names),
-            "366": (2, self._end_of_names), "401": (2, self._no_such_nick), "INVITE": (2, self._invite),
-            **{code: (2, self._join_error) for code in JOIN_ERRORS},
-        }
 
     # -- helpers ------------------------------------------------------------------
 
@@ -163,23 +171,19 @@ class Channels:
     def forget(self, name: str) -> None:
         self.channels.pop(self.fold(name), None)
 
-    def occupant(self, member: Member, *, user_modes: bool = False) -> Occupant:
-        role: Role = "participant"
-        affiliation: Affiliation = "none"
-        for mode, _prefix in self.isupport.prefix_modes():
-            if mode in member.modes and mode in MODE_ROLES:
-                role, affiliation = MODE_ROLES[mode]
-                break
+    def occupant(self, member: Member, *, user_modes: bool = False, folded: str | None = None) -> Occupant:
+        """The plugin API's view of ``member``; ``folded`` is its folded nick when the caller has it."""
+        role, affiliation = role_for(self.isupport.membership_modes, member.modes)
         if user_modes:
             return Occupant(nick=member.nick, role=role, affiliation=affiliation)
         return Occupant(nick=member.nick, role=role, affiliation=affiliation,
-                        real_jid=self.nick_owner(self.network, self.fold(member.nick)),
+                        real_jid=self.nick_owner(self.network, folded or self.fold(member.nick)),
                         contact=self.addressing.format(self.network, member.nick.lower()))
 
     # -- dispatch ---------------------------------------------------------------------
 
     def handle(self, message: IrcMessage) -> None:
-        entry = self._handlers.get(message.command)
+        entry = _HANDLERS.get(message.command)
         if entry is not None:
             minimum, handler = entry
             if len(message.params) < minimum:
@@ -187,7 +191,7 @@ class Channels:
                          len(message.params))
                 return
             try:
-                handler(message)
+                handler(self, message)
             except Exception:
                 # An exception barrier per line (G9): log and carry on with the next one.
                 log.exception("%s: failed to handle %s", self.network, message.command)
@@ -252,7 +256,7 @@ class Channels:
             modes, rest = self.isupport.split_prefixes(entry)  # "@+nick" or "@nick!user@host"
             nick = rest.split("!", 1)[0]
             if nick:
-                channel.members[self.fold(nick)] = Member(nick, set(modes))
+                channel.members[self.fold(nick)] = Member(nick, frozenset(modes)) if modes else Member(nick)
 
     def _end_of_names(self, message: IrcMessage) -> None:
         channel = self.channels.get(self.fold(message.params[1]))
@@ -261,7 +265,8 @@ class Channels:
         channel.joined = True
         me = channel.members.get(self.fold(self.own_nick())) or Member(self.own_nick())
         mine = self.occupant(me, user_modes=True)
-        others = tuple(self.occupant(m) for key, m in channel.members.items() if key != self.fold(me.nick))
+        my_key = self.fold(me.nick)
+        others = tuple(self.occupant(m, folded=key) for key, m in channel.members.items() if key != my_key)
         self.emit(RoomJoined(user=self.user, room=channel.address, nick=self.own_nick(), occupants=others,
                              role=mine.role, affiliation=mine.affiliation,
                              subject=channel.topic, subject_by=channel.topic_by))
@@ -347,7 +352,7 @@ class Channels:
             member = channel.members.get(self.fold(param))
             if member is None:
                 continue
-            (member.modes.add if adding else member.modes.discard)(mode)
+            member.modes = (member.modes | {mode}) if adding else (member.modes - {mode})
             changed[self.fold(param)] = member
         for key, member in changed.items():
             if key != self.fold(self.own_nick()):
@@ -450,3 +455,14 @@ class Channels:
         self.emit(DeliveryFailed(user=self.user, contact=self.addressing.format(self.network, nick.lower()),
                                  xmpp_id=xmpp_id, condition="service-unavailable",
                                  text=message.params[-1]))
+
+
+#: IRC command -> (fewest parameters it must have, handler): one table for every connection.
+_HANDLERS: dict[str, tuple[int, Callable[[Channels, IrcMessage], None]]] = {
+    "JOIN": (1, Channels._join), "PART": (1, Channels._part), "KICK": (2, Channels._kick),
+    "QUIT": (0, Channels._quit), "NICK": (1, Channels._nick), "MODE": (2, Channels._mode),
+    "TOPIC": (2, Channels._topic), "PRIVMSG": (2, Channels._privmsg), "NOTICE": (2, Channels._notice),
+    "332": (3, Channels._rpl_topic), "333": (3, Channels._rpl_topic_who), "353": (4, Channels._names),
+    "366": (2, Channels._end_of_names), "401": (2, Channels._no_such_nick), "INVITE": (2, Channels._invite),
+    **{code: (2, Channels._join_error) for code in JOIN_ERRORS},
+}

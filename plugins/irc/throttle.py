@@ -54,10 +54,12 @@ class Throttle:
         self._max_queue = max_queue
         self._tokens = float(burst)
         self._updated = clock()
-        self._queue: deque[str] = deque()
+        # Both queues exist only while lines wait: an empty deque holds a 64-slot block
+        # (~760 bytes), and most of 1000 idle connections have nothing queued.
+        self._queue: deque[str] | None = None
         # A lane of its own, not appendleft: several priority lines in a row (the
         # AUTHENTICATE chunks, CAP REQ then CAP END) must keep their order.
-        self._priority: deque[str] = deque()
+        self._priority: deque[str] | None = None
 
     def set_burst(self, burst: int) -> None:
         """A new bucket size (the user's ``throttle_limit``), applied from now on."""
@@ -68,7 +70,7 @@ class Throttle:
         self._tokens = min(self._tokens, float(burst))
 
     def __len__(self) -> int:
-        return len(self._priority) + len(self._queue)
+        return (len(self._priority) if self._priority else 0) + (len(self._queue) if self._queue else 0)
 
     def send(self, line: str, *, priority: bool = False) -> None:
         """Queue ``line``; ``priority`` lines go before all others, in their own order.
@@ -76,8 +78,12 @@ class Throttle:
         For what must not wait behind a paste: PONG, registration, QUIT.
         """
         if priority:
+            if self._priority is None:
+                self._priority = deque()
             self._priority.append(line)
             return
+        if self._queue is None:
+            self._queue = deque()
         if len(self._queue) >= self._max_queue:
             raise QueueFull(f"{len(self._queue)} IRC lines already waiting")
         self._queue.append(line)
@@ -86,9 +92,13 @@ class Throttle:
         """The lines that may go now, in order, each paid with a token."""
         self._refill()
         ready: list[str] = []
-        while len(self) and self._tokens >= 1 - _EPSILON:
+        while (self._priority or self._queue) and self._tokens >= 1 - _EPSILON:
             self._tokens -= 1
-            ready.append((self._priority or self._queue).popleft())
+            ready.append((self._priority or self._queue).popleft())  # type: ignore[union-attr]
+        if not self._priority:
+            self._priority = None
+        if not self._queue:
+            self._queue = None
         return ready
 
     def next_deadline(self) -> float | None:
@@ -102,8 +112,7 @@ class Throttle:
 
     def clear(self) -> None:
         """Drop everything queued (the connection is gone)."""
-        self._priority.clear()
-        self._queue.clear()
+        self._priority = self._queue = None
 
     def _refill(self) -> float:
         now = self._clock()

@@ -79,3 +79,22 @@ def test_jid_cache_is_bounded():
         parse_jid(f"user{index}@example.org")
     assert parse_jid.cache_info().currsize == JID_CACHE_SIZE
     parse_jid.cache_clear()
+
+
+def _escape_by_character(text: str) -> str:
+    # XEP-0106 §4.2 character by character: the definition the fast path must agree with.
+    out = []
+    for index, char in enumerate(text):
+        if char == "\\" and unescape_localpart(text[index:index + 3]) != text[index:index + 3]:
+            out.append(r"\5c")
+        else:
+            out.append({" ": r"\20", '"': r"\22", "&": r"\26", "'": r"\27", "/": r"\2f", ":": r"\3a",
+                        "<": r"\3c", ">": r"\3e", "@": r"\40"}.get(char, char))
+    return "".join(out)
+
+
+@given(st.lists(st.one_of(st.sampled_from(["\\", "\\5c", "\\40", "\\2f", "@", "a", "é", " ", ":"]),
+                          st.characters()), min_size=1).map("".join).filter(lambda s: s.strip(" ") == s))
+def test_escape_agrees_with_the_character_rule(name):
+    """Names without special characters come back unchanged (the fast path); all agree with §4.2."""
+    assert escape_localpart(name) == _escape_by_character(name)

@@ -91,3 +91,25 @@ def test_invalid_parameters_are_refused():
         Throttle(Clock().seconds, burst=0)
     with pytest.raises(ValueError):
         Throttle(Clock().seconds, rate=0)
+
+
+def test_queues_are_released_when_empty_and_work_again():
+    """An idle throttle holds no queue; lines queued after a drain (or a clear) keep their order."""
+    clock = Clock()
+    throttle = Throttle(clock.seconds, burst=1, rate=1.0)
+    assert (throttle._queue, throttle._priority) == (None, None)
+    throttle.send("a")
+    throttle.send("p", priority=True)
+    assert throttle.pop_ready() == ["p"]
+    assert throttle._priority is None and len(throttle) == 1
+    clock.advance(1)
+    assert throttle.pop_ready() == ["a"]
+    assert (throttle._queue, throttle._priority) == (None, None)
+    assert throttle.next_deadline() is None
+    throttle.send("b")
+    throttle.send("c")
+    throttle.clear()
+    assert len(throttle) == 0 and throttle.pop_ready() == []
+    throttle.send("d")
+    clock.advance(1)
+    assert throttle.pop_ready() == ["d"]
