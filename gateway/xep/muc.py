@@ -50,7 +50,7 @@ from gateway.plugin import (
     RoomMessage,
     SubjectChanged,
 )
-from gateway.router import IqRequest, Stanza
+from gateway.router import IqRequest, Stanza, eagerly
 from gateway.session import Sessions, UserState
 from gateway.stanzas import child_text, error_reply, stanza, xml_safe
 from gateway.xep.delay import add_delay
@@ -589,7 +589,8 @@ class MucHandler:
         address = self.room_address(message.recipient)
         if address is None or message.type == "error":
             return address is not None
-        return ensureDeferred(self._message(message, address))
+        # Run at once: a plain line to a connected room finishes without waiting (no Deferred).
+        return eagerly(self._message(message, address))
 
     async def _message(self, message: Stanza, address: str) -> bool:
         element = message.element

@@ -1,0 +1,144 @@
+"""The synchronous fast paths of the router (issue 7): a handler that answers at once costs no
+Deferred, one that waits keeps every guarantee of the asynchronous path; ``eagerly`` runs a
+coroutine to its end when it never suspends and hands the rest to Twisted when it does."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.xish import domish
+
+from gateway.router import Router, Stanza, eagerly
+
+
+def _message(to: str = "room@gw.example.org") -> domish.Element:
+    element = domish.Element((None, "message"))
+    element["from"], element["to"], element["id"] = "alice@example.org/phone", to, "m1"
+    return element
+
+
+class Taker:
+    def __init__(self, answer) -> None:
+        self.answer = answer
+        self.seen: list[Stanza] = []
+
+    def on_message(self, stanza: Stanza):
+        self.seen.append(stanza)
+        return self.answer(stanza) if callable(self.answer) else self.answer
+
+
+def _router(*handlers: object) -> tuple[Router, list[domish.Element]]:
+    sent: list[domish.Element] = []
+    router = Router(sent.append, Clock())
+    for handler in handlers:
+        router.add_handler(handler)
+    return router, sent
+
+
+def test_synchronous_taker_needs_no_deferred():
+    """A handler that takes the stanza at once: no Deferred, later handlers never see it."""
+    first, second = Taker(True), Taker(True)
+    router, sent = _router(first, second)
+    assert router.dispatch(_message()) is None
+    assert len(first.seen) == 1 and second.seen == [] and sent == []
+
+
+def test_nobody_takes_a_message_service_unavailable():
+    """Handlers that decline (synchronously) leave the RFC 6121 §8.5.2 error."""
+    router, sent = _router(Taker(False), Taker(False))
+    assert router.dispatch(_message()) is None
+    [error] = sent
+    assert error["type"] == "error" and error.error.firstChildElement().name == "service-unavailable"
+
+
+def test_synchronous_stanza_error_and_crash_are_answered():
+    """A StanzaError raised at once becomes that error; any other exception an
+    internal-server-error without its text, as on the asynchronous path."""
+    def refuse(_):
+        raise StanzaError("not-acceptable", text="no")
+
+    def crash(_):
+        raise RuntimeError("secret detail")
+
+    router, sent = _router(Taker(refuse))
+    router.dispatch(_message())
+    assert sent[0].error.firstChildElement().name == "not-acceptable"
+    router, sent = _router(Taker(crash))
+    router.dispatch(_message())
+    assert sent[0].error.firstChildElement().name == "internal-server-error"
+    assert "secret detail" not in sent[0].toXml()
+
+
+def test_waiting_handler_then_the_rest_of_the_walk():
+    """A handler that returns a Deferred: the router waits for it, and when it declines, the
+    next handlers are asked in order; a failure after the wait is answered too."""
+    waiting: Deferred[bool] = Deferred()
+    first, second = Taker(waiting), Taker(False)
+    router, sent = _router(first, second)
+    done = router.dispatch(_message())
+    assert isinstance(done, Deferred) and second.seen == [] and sent == []
+    waiting.callback(False)
+    assert len(second.seen) == 1
+    assert sent[0].error.firstChildElement().name == "service-unavailable"
+
+    failing: Deferred[bool] = Deferred()
+    router, sent = _router(Taker(failing))
+    router.dispatch(_message())
+    failing.errback(StanzaError("forbidden"))
+    assert sent[0].error.firstChildElement().name == "forbidden"
+
+
+def test_eagerly_returns_the_value_of_a_coroutine_that_never_waits():
+    async def at_once() -> int:
+        return 42
+
+    assert eagerly(at_once()) == 42
+
+
+def test_eagerly_raises_at_once_what_the_coroutine_raises_before_waiting():
+    async def broken() -> int:
+        raise ValueError("early")
+
+    with pytest.raises(ValueError, match="early"):
+        eagerly(broken())
+
+
+def test_eagerly_continues_a_coroutine_that_waits():
+    """Suspended on a Deferred: the result comes through a Deferred, values and exceptions
+    of every later await reach the coroutine as they would under ensureDeferred."""
+    first: Deferred[int] = Deferred()
+    second: Deferred[int] = Deferred()
+    seen: list[object] = []
+
+    async def waits() -> int:
+        seen.append(await first)
+        try:
+            await second
+        except KeyError as exc:
+            seen.append(exc.args[0])
+        return 7
+
+    result = eagerly(waits())
+    assert isinstance(result, Deferred) and not result.called
+    first.callback(1)
+    second.errback(KeyError("late"))
+    assert seen == [1, "late"]
+    outcome: list[int] = []
+    result.addCallback(outcome.append)
+    assert outcome == [7]
+
+
+def test_eagerly_fails_the_deferred_when_the_coroutine_fails_after_waiting():
+    gate: Deferred[None] = Deferred()
+
+    async def fails() -> None:
+        await gate
+        raise RuntimeError("after")
+
+    result = eagerly(fails())
+    gate.callback(None)
+    failures: list[object] = []
+    result.addErrback(failures.append)
+    assert failures and failures[0].check(RuntimeError)
