@@ -90,6 +90,87 @@ def redacted_copy(element: domish.Element, secret_fields: frozenset[str] = froze
     return copy
 
 
+class _Unsupported(Exception):
+    """A shape the lean serializer leaves to domish (prefixes, qualified attributes)."""
+
+
+#: Namespaces domish writes with a prefix on a component stream: the stream's own and xml:.
+_PREFIXED = frozenset({"http://etherx.jabber.org/streams", "http://www.w3.org/XML/1998/namespace"})
+
+
+def to_xml(element: domish.Element, default_uri: str) -> str | None:
+    """``element`` serialised as a child of a stream whose default namespace is ``default_uri``,
+    exactly as domish's serializer writes it (``XmlStream.send``), or None for a shape it does
+    not handle (namespace prefixes, qualified attributes): the caller then lets domish do it.
+
+    domish's generic serializer keeps prefix stacks per element; the stanzas the gateway
+    builds never use prefixes, and this is about five times cheaper per stanza.
+    """
+    out: list[str] = []
+    try:
+        _write(element, default_uri, out)
+    except _Unsupported:
+        return None
+    return "".join(out)
+
+
+def _write(element: domish.Element, current: str, out: list[str]) -> None:
+    if element.localPrefixes:
+        raise _Unsupported
+    default = element.defaultUri
+    if default is None:
+        default = current
+    uri = element.uri
+    if uri is None:
+        uri = default
+    if uri != default or uri in _PREFIXED:
+        raise _Unsupported
+    name = element.name
+    if default != current:
+        out.append(f"<{name} xmlns='{default}'")
+    else:
+        out.append(f"<{name}")
+    for key, value in element.attributes.items():
+        if key.__class__ is not str:
+            raise _Unsupported
+        out.append(f" {key}='{_escape_attribute(value)}'")
+    children = element.children
+    if not children:
+        out.append("/>")
+        return
+    out.append(">")
+    for child in children:
+        if child.__class__ is str:
+            out.append(_escape_text(child))
+        elif isinstance(child, domish.Element):
+            _write(child, default, out)
+        elif isinstance(child, domish.SerializedXML):
+            out.append(child)
+        else:
+            raise _Unsupported
+    out.append(f"</{name}>")
+
+
+def _escape_text(text: str) -> str:
+    # The same replacements as domish.escapeToXml, skipped when there is nothing to replace.
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    return text
+
+
+def _escape_attribute(value: str) -> str:
+    value = _escape_text(value)
+    if "'" in value:
+        value = value.replace("'", "&apos;")
+    if '"' in value:
+        value = value.replace('"', "&quot;")
+    return value
+
+
 def child_text(element: domish.Element, name: str) -> str | None:
     """The text of the first child element called ``name``, or None when there is none."""
     for child in element.elements():
