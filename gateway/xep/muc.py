@@ -22,7 +22,6 @@ room events (gateway.plugin); this module owns every MUC rule on the XMPP side:
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 from twisted.words.xish import domish
 
+from gateway.ids import new_id
 from gateway.jids import parse_jid
 from gateway.plugin import (
     LegacyError,
@@ -346,7 +346,7 @@ class MucHandler:
             codes.append(NICK_MODIFIED)
         self._self_presence(room, resource, codes=codes)
         subject = stanza("message", sender=f"{room.jid}/{room.subject_by}" if room.subject_by else room.jid,
-                         recipient=resource, type_="groupchat", id_=uuid.uuid4().hex)
+                         recipient=resource, type_="groupchat", id_=new_id())
         subject.addElement("subject", content=xml_safe(room.subject))
         if self.history is None or not self.history.archive.enabled:
             self.sessions.send(subject)
@@ -441,7 +441,7 @@ class MucHandler:
                 pass  # handled before the room lookup: archived even with no room state
             case SubjectChanged():
                 room.subject, room.subject_by = event.subject, event.nick
-                message_id = uuid.uuid4().hex
+                message_id = new_id()
                 sender = f"{room.jid}/{event.nick}" if event.nick else room.jid
 
                 def subject(resource: str) -> domish.Element:
@@ -519,7 +519,7 @@ class MucHandler:
         room = state.rooms.get(event.room) if state is not None else None
         if room is None:
             return
-        message_id = event.legacy_id or stanza_id or uuid.uuid4().hex
+        message_id = event.legacy_id or stanza_id or new_id()
         sender = f"{room.jid}/{event.nick}" if event.nick else room.jid
 
         def build(resource: str) -> domish.Element:
@@ -541,7 +541,7 @@ class MucHandler:
     def _invited(self, state: UserState, event: RoomInvitation) -> None:
         """A legacy invitation: a mediated invitation from the room (§7.8.2) to the user."""
         message = stanza("message", sender=self.room_jid(event.room), recipient=state.user,
-                         id_=uuid.uuid4().hex)
+                         id_=new_id())
         invite = message.addElement((NS_MUC_USER, "x")).addElement("invite")
         invite["from"] = self.sessions.contact_jid(event.inviter)
         if event.reason:
@@ -576,7 +576,7 @@ class MucHandler:
                 self.sessions.send(error_reply(message.element, "feature-not-implemented"))
             return
         forwarded = stanza("message", sender=self.room_jid(address), recipient=invitee.full(),
-                           id_=message.id or uuid.uuid4().hex)
+                           id_=message.id or new_id())
         invite = forwarded.addElement((NS_MUC_USER, "x")).addElement("invite")
         invite["from"] = message.sender.userhost()
         if reason:
@@ -645,7 +645,7 @@ class MucHandler:
                                                 direction="out", legacy_id=line.legacy_id)
             # One id per legacy line, the same for every resource; the client's id on the first.
             message_id = ((message.id if index == 0 and message.id else line.legacy_id) or stanza_id
-                          or uuid.uuid4().hex)
+                          or new_id())
 
             def reflection(target: str, text: str = line.text, message_id: str = message_id,
                            stanza_id: str | None = stanza_id, first: bool = index == 0) -> domish.Element:
