@@ -19,6 +19,10 @@ _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]
 
 def xml_safe(text: str) -> str:
     """Drop characters XML 1.0 cannot carry (IRC control codes, NUL, lone surrogates)."""
+    # Printable text (most lines and addresses) has none of them: control characters,
+    # surrogates and the non-characters U+FFFE/U+FFFF are all unprintable.
+    if text.isprintable():
+        return text
     return _ILLEGAL_XML.sub("", text)
 
 

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -77,6 +78,9 @@ KICKED = "307"
 NON_ANONYMOUS = "100"
 SERVICE_SHUTDOWN = "332"
 
+#: Room localparts whose legacy address is remembered (bounded: localparts come from anyone).
+ROOM_ADDRESS_CACHE_SIZE = 4096
+
 
 @dataclass(slots=True)
 class RoomState:
@@ -110,6 +114,7 @@ class MucHandler:
         self.name = name
         self.archive = archive
         self.history = history
+        self._room_of = lru_cache(maxsize=ROOM_ADDRESS_CACHE_SIZE)(self._room_of_localpart)
         sessions.attach_muc(self)
 
     # -- addressing -------------------------------------------------------------------
@@ -118,11 +123,16 @@ class MucHandler:
         """The legacy room a JID names, or None when it is not a room JID of ours."""
         if jid.host != self.gateway_jid or not jid.user:
             return None
+        return self._room_of(jid.user)
+
+    def _room_of_localpart(self, localpart: str) -> str | None:
+        # Behind a bounded LRU (set up in __init__): every groupchat line names its room, and
+        # the plugin's addressing (unescape, parse, format, is_room) is a pure function of it.
         is_room = getattr(self.sessions.plugin, "is_room", None)
         if is_room is None:
             return None
         try:
-            address = self.sessions.plugin.localpart_to_legacy(unescape_localpart(jid.user))
+            address = self.sessions.plugin.localpart_to_legacy(unescape_localpart(localpart))
         except ValueError:
             return None
         return address if is_room(address) else None

@@ -5,12 +5,17 @@ coroutine to its end when it never suspends and hands the rest to Twisted when i
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
+from gateway.jids import parse_jid
 from gateway.router import Router, Stanza, eagerly
+from gateway.stanzas import _ILLEGAL_XML, xml_safe
+from gateway.xep.muc import ROOM_ADDRESS_CACHE_SIZE
 
 
 def _message(to: str = "room@gw.example.org") -> domish.Element:
@@ -142,3 +147,25 @@ def test_eagerly_fails_the_deferred_when_the_coroutine_fails_after_waiting():
     failures: list[object] = []
     result.addErrback(failures.append)
     assert failures and failures[0].check(RuntimeError)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(), max_size=30) | st.sampled_from(["\ud800", "a\ufffeb", "\uffff", "x\x00",
+                                                                         "\x1f", "tab\there", "é日本🎉"]))
+def test_xml_safe_fast_path_drops_exactly_what_the_pattern_drops(text):
+    """Printable text skips the regular expression: it never holds a character XML refuses."""
+    assert xml_safe(text) == _ILLEGAL_XML.sub("", text)
+
+
+def test_room_address_is_cached_per_localpart():
+    """The room JID of every groupchat line is resolved once (a bounded LRU), with the same
+    answers as uncached: rooms, non-rooms, other hosts."""
+    from tests.unit.harness import build_gateway
+
+    server, _ = build_gateway("tests.fakenet:FakeNetPlugin", options={"allows_unregistered": True})
+    muc = server.service.muc
+    assert muc.room_address(parse_jid("#chan@gw.example.org")) == "#chan"
+    assert muc.room_address(parse_jid("#chan@gw.example.org/nick")) == "#chan"
+    assert muc.room_address(parse_jid("bob@gw.example.org")) is None
+    assert muc.room_address(parse_jid("#chan@elsewhere.example.org")) is None
+    assert muc._room_of.cache_info().hits == 1 and muc._room_of.cache_info().maxsize == ROOM_ADDRESS_CACHE_SIZE
