@@ -147,7 +147,22 @@ def parse(line: str) -> IrcMessage:
             break
         param, _, rest = rest.partition(" ")
         params.append(param)
-    return IrcMessage(command=command.upper(), params=tuple(params), source=source, tags=tags)
+    return _validated(command.upper(), tuple(params), source, tags)
+
+
+def _validated(command: str, params: tuple[str, ...], source: str | None, tags: dict[str, str]) -> IrcMessage:
+    """An IrcMessage from parts :func:`parse` has already checked (the whole line for CR, LF
+    and NUL, the command's syntax), without ``__post_init__`` checking them again: one
+    parse per received line, so this is on the hot path."""
+    message = object.__new__(IrcMessage)
+    _set(message, "command", command)
+    _set(message, "params", params)
+    _set(message, "source", source)
+    _set(message, "tags", tags)
+    return message
+
+
+_set = object.__setattr__
 
 
 def _parse_tags(raw: str) -> dict[str, str]:
