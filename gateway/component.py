@@ -179,8 +179,14 @@ class ComponentConnection:
         self._sent_since_tick = True
         # The lean serializer writes what domish would, at a fraction of the cost; shapes it
         # does not handle (prefixes) go through domish as before.
-        xml = to_xml(element, self._xs.namespace)
-        self._xs.send(element if xml is None else xml)
+        xs = self._xs
+        xml = to_xml(element, xs.namespace)
+        if xml is None:
+            xs.send(element)
+        elif xs.rawDataOutFn is None:
+            xs.transport.write(xml.encode("utf-8"))  # what XmlStream.send does with text
+        else:
+            xs.send(xml)
 
     # -- stream events ----------------------------------------------------
 

@@ -618,7 +618,8 @@ class MucHandler:
             contact = occupant_contact(address, message.recipient.resource)
             await self.sessions.send_to_contact(message, contact)
             return True
-        if any(True for x in element.elements(NS_MUC_USER, "x") for _ in x.elements(NS_MUC_USER, "invite")):
+        invites, subject, body, origin_id = _message_parts(element)
+        if invites:
             await self._invite(message, address, state)
             return True
         if message.type != "groupchat":
@@ -627,7 +628,6 @@ class MucHandler:
         if state is None or room is None or resource not in room.resources or state.session is None:
             self.sessions.send(error_reply(element, "not-acceptable", "you are not in this room"))
             return True
-        subject = child_text(element, "subject")
         if subject is not None:
             try:
                 await state.session.set_subject(address, subject)
@@ -636,7 +636,6 @@ class MucHandler:
             except NotImplementedError:
                 self.sessions.send(error_reply(element, "feature-not-implemented"))
             return True
-        body = child_text(element, "body")
         if not body:
             return True
         try:
@@ -647,7 +646,6 @@ class MucHandler:
         except NotImplementedError:
             self.sessions.send(error_reply(element, "feature-not-implemented"))
             return True
-        origin_id = next((c.getAttribute("id") for c in element.elements(NS_STANZA_ID, "origin-id")), None)
         for index, line in enumerate(lines):
             stanza_id = None
             if self.archive is not None:
@@ -752,3 +750,29 @@ class MucHandler:
                 self._self_presence(room, resource, type_="unavailable", codes=[SERVICE_SHUTDOWN])
             room.held.clear()
         state.rooms.clear()
+
+
+def _message_parts(element: domish.Element) -> tuple[bool, str | None, str | None, str | None]:
+    """One pass over a groupchat message's children: whether it carries a mediated invitation
+    (§7.8.2), the text of its first ``<subject/>`` and first ``<body/>`` (None when absent),
+    and the id of its first XEP-0359 ``<origin-id/>``."""
+    invites = False
+    subject = body = origin_id = None
+    seen_origin = False
+    for child in element.children:
+        if not isinstance(child, domish.Element):
+            continue
+        name = child.name
+        if name == "body":
+            if body is None:
+                body = str(child)
+        elif name == "subject":
+            if subject is None:
+                subject = str(child)
+        elif name == "x":
+            if not invites and child.uri == NS_MUC_USER:
+                invites = any(True for _ in child.elements(NS_MUC_USER, "invite"))
+        elif name == "origin-id" and child.uri == NS_STANZA_ID and not seen_origin:
+            seen_origin = True
+            origin_id = child.getAttribute("id")
+    return invites, subject, body, origin_id

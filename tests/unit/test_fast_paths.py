@@ -169,3 +169,24 @@ def test_room_address_is_cached_per_localpart():
     assert muc.room_address(parse_jid("bob@gw.example.org")) is None
     assert muc.room_address(parse_jid("#chan@elsewhere.example.org")) is None
     assert muc._room_of.cache_info().hits == 1 and muc._room_of.cache_info().maxsize == ROOM_ADDRESS_CACHE_SIZE
+
+
+def test_message_parts_match_the_element_lookups_they_replace():
+    """One pass over the children finds what child_text and elements() found: the first body,
+    the first subject (any namespace), the first origin-id's id, a mediated invitation."""
+    from gateway.stanzas import child_text
+    from gateway.xep.muc import NS_MUC_USER, NS_STANZA_ID, _message_parts
+
+    message = _message()
+    message.addContent("stray text")
+    message.addElement(("urn:example", "body"), content="first")
+    message.addElement("body", content="second")
+    message.addElement((NS_STANZA_ID, "origin-id"))
+    message.addElement((NS_STANZA_ID, "origin-id"))["id"] = "later"
+    message.addElement(("urn:example", "x")).addElement("invite")
+    invites, subject, body, origin_id = _message_parts(message)
+    assert (invites, subject, body, origin_id) == (False, None, "first", None)
+    assert body == child_text(message, "body")
+    message.addElement((NS_MUC_USER, "x")).addElement((NS_MUC_USER, "invite"))
+    message.addElement("subject", content="")
+    assert _message_parts(message)[0:2] == (True, "")
