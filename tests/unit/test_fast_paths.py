@@ -190,3 +190,18 @@ def test_message_parts_match_the_element_lookups_they_replace():
     message.addElement((NS_MUC_USER, "x")).addElement((NS_MUC_USER, "invite"))
     message.addElement("subject", content="")
     assert _message_parts(message)[0:2] == (True, "")
+
+
+def test_room_message_validation_still_refuses_what_it_refused():
+    """RoomMessage checks its common case in one expression; the errors are unchanged."""
+    from gateway.plugin import RoomMessage
+
+    assert RoomMessage(user="u@h", room="#r", nick="", body="hi").nick == ""
+    with pytest.raises(ValueError, match=r"RoomMessage\.user must not be empty"):
+        RoomMessage(user="", room="#r", nick="n", body="hi")
+    with pytest.raises(ValueError, match=r"RoomMessage\.room must not be empty"):
+        RoomMessage(user="u@h", room="", nick="n", body="hi")
+    with pytest.raises(TypeError, match=r"RoomMessage\.nick must be a str"):
+        RoomMessage(user="u@h", room="#r", nick=None, body="hi")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"RoomMessage\.room must be a str"):
+        RoomMessage(user="u@h", room=b"#r", nick="n", body="hi")  # type: ignore[arg-type]
