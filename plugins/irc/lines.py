@@ -215,7 +215,7 @@ def serialize(command: str, *params: str, tags: Mapping[str, str] | None = None)
         parts.append("@" + ";".join(_serialize_tag(key, value) for key, value in tags.items()))
     parts.append(command.upper())
     for index, param in enumerate(params):
-        if _FORBIDDEN_RE.search(param):
+        if "\r" in param or "\n" in param or "\x00" in param:  # cheaper than the regex, per line
             raise ValueError("CR, LF or NUL in an IRC parameter")
         final = index == len(params) - 1
         if final:
