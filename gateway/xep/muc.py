@@ -53,7 +53,7 @@ from gateway.plugin import (
 )
 from gateway.router import IqRequest, Stanza, eagerly
 from gateway.session import Sessions, UserState
-from gateway.stanzas import child_text, error_reply, stanza, xml_safe
+from gateway.stanzas import add_child, child_text, error_reply, stanza, xml_safe
 from gateway.xep.delay import add_delay
 from gateway.xep.disco import DiscoItem, Identity
 from gateway.xep.escaping import escape_localpart, unescape_localpart
@@ -535,13 +535,12 @@ class MucHandler:
         def build(resource: str) -> domish.Element:
             element = stanza("message", sender=sender, recipient=resource,
                              type_="groupchat", id_=message_id)
-            element.addElement("body", content=xml_safe(body))
+            add_child(element, "body", xml_safe(body))
             if event.timestamp is not None or event.backfill:
                 # XEP-0203: the legacy side says when it was said (server-time, chathistory).
                 add_delay(element, event.timestamp or datetime.now(UTC), room.jid)
             if stanza_id:
-                sid = element.addElement((NS_STANZA_ID, "stanza-id"))
-                sid["by"], sid["id"] = room.jid, stanza_id
+                add_child(element, (NS_STANZA_ID, "stanza-id"), attributes={"by": room.jid, "id": stanza_id})
             return element
 
         self._to_all(room, build)
@@ -659,12 +658,12 @@ class MucHandler:
                            stanza_id: str | None = stanza_id, first: bool = index == 0) -> domish.Element:
                 reflected = stanza("message", sender=f"{room.jid}/{room.nick}", recipient=target,
                                    type_="groupchat", id_=message_id)
-                reflected.addElement("body", content=xml_safe(text))
+                add_child(reflected, "body", xml_safe(text))
                 if origin_id and first:
-                    reflected.addElement((NS_STANZA_ID, "origin-id"))["id"] = origin_id
+                    add_child(reflected, (NS_STANZA_ID, "origin-id"), attributes={"id": origin_id})
                 if stanza_id:
-                    sid = reflected.addElement((NS_STANZA_ID, "stanza-id"))
-                    sid["by"], sid["id"] = room.jid, stanza_id
+                    add_child(reflected, (NS_STANZA_ID, "stanza-id"),
+                              attributes={"by": room.jid, "id": stanza_id})
                 return reflected
 
             self._to_all(room, reflection)

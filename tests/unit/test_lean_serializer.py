@@ -116,3 +116,25 @@ def test_any_text_is_escaped_as_domish_escapes_it(body, nick, reason):
     # Well-formed: it parses back (line ends aside, which XML normalises, the same text).
     again = parse(xml)
     assert str(again.body).replace("\r", "\n") == xml_safe(body).replace("\r\n", "\n").replace("\r", "\n")
+
+
+def test_add_child_builds_what_add_element_builds():
+    """stanzas.add_child: the same tree as addElement plus attribute assignment."""
+    from gateway.stanzas import add_child
+
+    def fields(element):
+        return (element.uri, element.name, element.defaultUri, element.attributes, element.localPrefixes,
+                [fields(c) if isinstance(c, domish.Element) else c for c in element.children])
+
+    for parent_uri in (None, "urn:parent"):
+        old = domish.Element((parent_uri, "message"))
+        new = domish.Element((parent_uri, "message"))
+        body = old.addElement("body", content="hi & bye")
+        assert add_child(new, "body", "hi & bye").parent is new and body.parent is old
+        old.addElement("empty", content="")
+        add_child(new, "empty", "")
+        sid = old.addElement(("urn:xmpp:sid:0", "stanza-id"))
+        sid["by"], sid["id"] = "room@gw", "s1"
+        add_child(new, ("urn:xmpp:sid:0", "stanza-id"), attributes={"by": "room@gw", "id": "s1"})
+        assert fields(new) == fields(old)
+        assert to_xml(new, NS) == domish_xml(old)
