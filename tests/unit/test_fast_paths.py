@@ -205,3 +205,21 @@ def test_room_message_validation_still_refuses_what_it_refused():
         RoomMessage(user="u@h", room="#r", nick=None, body="hi")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"RoomMessage\.room must be a str"):
         RoomMessage(user="u@h", room=b"#r", nick="n", body="hi")  # type: ignore[arg-type]
+
+
+def test_one_observer_for_every_element_ignores_what_is_not_a_stanza():
+    """The router observes every top-level element; others than iq, message and presence get
+    no answer and leave the stream up, stanzas are still answered."""
+    from tests.unit.harness import build_gateway
+
+    server, _ = build_gateway()
+    server.service.start()
+    server.handshake()
+    server.sent()
+    server.feed("<unknown xmlns='urn:example' from='alice@example.org/phone' to='gw.example.org'/>")
+    assert server.sent() == [] and not server.endpoint.transport.disconnecting
+    server.feed("<iq type='get' id='p1' from='alice@example.org/phone' to='gw.example.org'>"
+                "<ping xmlns='urn:xmpp:ping'/></iq>")
+    [reply] = server.sent()
+    assert reply["type"] == "result" and reply["id"] == "p1"
+    server.service.connection.stop()
