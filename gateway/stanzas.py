@@ -152,7 +152,9 @@ def _write(element: domish.Element, current: str, out: list[str]) -> None:
     for key, value in element.attributes.items():
         if key.__class__ is not str:
             raise _Unsupported
-        out.append(f" {key}='{_escape_attribute(value)}'")
+        if "&" in value or "<" in value or ">" in value or "'" in value or '"' in value:
+            value = _escape_attribute(value)
+        out.append(f" {key}='{value}'")
     children = element.children
     if not children:
         out.append("/>")
