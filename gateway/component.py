@@ -188,6 +188,21 @@ class ComponentConnection:
         else:
             xs.send(xml)
 
+    def send_xml(self, xml: str) -> bool:
+        """Write a stanza already serialised (the groupchat hot paths); ``False`` when the
+        stream is down, and the caller then sends an element, which the queue can hold."""
+        xs = self._xs
+        if xs is None:
+            return False
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("SEND %s", xml)  # groupchat lines: nothing to redact
+        self._sent_since_tick = True
+        if xs.rawDataOutFn is None:
+            xs.transport.write(xml.encode("utf-8"))
+        else:
+            xs.send(xml)
+        return True
+
     # -- stream events ----------------------------------------------------
 
     def _stream_connected(self, xs: xmlstream.XmlStream) -> None:

@@ -84,6 +84,7 @@ class GatewayService:
             clock=reactor,
             policy=UserPolicy(gateway.allowed_users),
         )
+        self.sessions.send_xml = self.connection.send_xml  # groupchat lines written as text
         self.plugin = plugin_factory(
             PluginContext(
                 gateway_jid=gateway.jid,

@@ -113,6 +113,9 @@ class Sessions:
         self.gateway_jid = gateway_jid
         self.policy = policy or UserPolicy(())
         self.send = send
+        self.send_xml: Callable[[str], bool] = lambda xml: False
+        """Write an already serialised stanza if the stream is up (wired to the component's
+        ``send_xml`` by the service); by default nothing, so senders build elements."""
         self.database = database
         self.cipher = cipher
         self.clock = clock

@@ -53,7 +53,7 @@ from gateway.plugin import (
 )
 from gateway.router import IqRequest, Stanza, eagerly
 from gateway.session import Sessions, UserState
-from gateway.stanzas import add_child, child_text, error_reply, stanza, xml_safe
+from gateway.stanzas import add_child, child_text, error_reply, groupchat_xml, stanza, xml_safe
 from gateway.xep.delay import add_delay
 from gateway.xep.disco import DiscoItem, Identity
 from gateway.xep.escaping import escape_localpart, unescape_localpart
@@ -388,12 +388,15 @@ class MucHandler:
 
         reading.addCallbacks(send, failed)
 
-    def _to_all(self, room: RoomState, build) -> None:
+    def _to_all(self, room: RoomState, build, text=None) -> None:
+        """Send ``build(resource)`` to every joined resource (held while its history is read).
+        ``text(resource)``, when given, writes the same stanza as a string (groupchat lines,
+        the hot path), used whenever the element itself is not needed."""
         for resource in sorted(room.resources):
             held = room.held.get(resource)
             if held is not None:
                 held.append(build(resource))
-            else:
+            elif text is None or not self.sessions.send_xml(text(resource)):
                 self.sessions.send(build(resource))
 
     # -- legacy events -----------------------------------------------------------------
@@ -543,7 +546,11 @@ class MucHandler:
                 add_child(element, (NS_STANZA_ID, "stanza-id"), attributes={"by": room.jid, "id": stanza_id})
             return element
 
-        self._to_all(room, build)
+        def build_xml(resource: str) -> str:
+            return groupchat_xml(sender, resource, message_id, body, stanza_id=stanza_id, by=room.jid)
+
+        delayed = event.timestamp is not None or event.backfill
+        self._to_all(room, build, None if delayed else build_xml)
 
     # -- invitations (§7.8) -----------------------------------------------------------------
 
@@ -666,7 +673,12 @@ class MucHandler:
                               attributes={"by": room.jid, "id": stanza_id})
                 return reflected
 
-            self._to_all(room, reflection)
+            def reflection_xml(target: str, text: str = line.text, message_id: str = message_id,
+                               stanza_id: str | None = stanza_id, first: bool = index == 0) -> str:
+                return groupchat_xml(f"{room.jid}/{room.nick}", target, message_id, text,
+                                     origin_id=origin_id if first else None, stanza_id=stanza_id, by=room.jid)
+
+            self._to_all(room, reflection, reflection_xml)
         return True
 
     # -- disco and self-ping ---------------------------------------------------------------

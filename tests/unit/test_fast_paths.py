@@ -223,3 +223,29 @@ def test_one_observer_for_every_element_ignores_what_is_not_a_stanza():
     [reply] = server.sent()
     assert reply["type"] == "result" and reply["id"] == "p1"
     server.service.connection.stop()
+
+
+def test_groupchat_lines_written_as_text_and_queued_as_elements_when_the_stream_is_down():
+    """A room line goes out as text while the stream is up; while it is down the same line is
+    built as an element and waits in the outbound queue like any stanza."""
+    from gateway.plugin import RoomMessage
+    from gateway.xep.muc import RoomState
+    from tests.unit.harness import build_gateway
+
+    server, _ = build_gateway("tests.fakenet:FakeNetPlugin", options={"allows_unregistered": True})
+    server.service.start()
+    server.handshake()
+    server.sent()
+    sessions = server.service.sessions
+    state = sessions.state("alice@example.org")
+    state.rooms["#chan"] = RoomState(address="#chan", jid="#chan@gw.example.org", nick="alice", joined=True,
+                                     resources={"alice@example.org/phone"})
+    state.session = object()  # type: ignore[assignment]
+    sessions.emit(RoomMessage(user="alice@example.org", room="#chan", nick="bob", body="a <b> & 'c'"))
+    [line] = server.sent()
+    assert line["from"] == "#chan@gw.example.org/bob" and str(line.body) == "a <b> & 'c'"
+    server.drop_connection()
+    sessions.emit(RoomMessage(user="alice@example.org", room="#chan", nick="bob", body="while down"))
+    [queued] = server.service.connection.queue.drain()
+    assert queued.name == "message" and str(queued.body) == "while down"
+    server.service.connection.stop()

@@ -138,3 +138,22 @@ def test_add_child_builds_what_add_element_builds():
         add_child(new, ("urn:xmpp:sid:0", "stanza-id"), attributes={"by": "room@gw", "id": "s1"})
         assert fields(new) == fields(old)
         assert to_xml(new, NS) == domish_xml(old)
+
+
+@settings(max_examples=400, deadline=None)
+@given(sender=text, recipient=text, message_id=st.none() | text, body=text, origin_id=st.none() | text,
+       stanza_id=st.none() | text, by=text)
+def test_groupchat_text_is_what_the_element_serialises_to(sender, recipient, message_id, body, origin_id,
+                                                          stanza_id, by):
+    """stanzas.groupchat_xml (the groupchat hot paths) writes what to_xml writes for the element
+    built the usual way: same attributes, order, escaping, namespaces and empty-body form."""
+    from gateway.stanzas import add_child, groupchat_xml
+
+    element = stanza("message", sender=sender, recipient=recipient, type_="groupchat", id_=message_id)
+    add_child(element, "body", xml_safe(body))
+    if origin_id:
+        add_child(element, ("urn:xmpp:sid:0", "origin-id"), attributes={"id": origin_id})
+    if stanza_id:
+        add_child(element, ("urn:xmpp:sid:0", "stanza-id"), attributes={"by": by, "id": stanza_id})
+    assert groupchat_xml(sender, recipient, message_id, body, origin_id=origin_id, stanza_id=stanza_id,
+                         by=by) == to_xml(element, NS) == domish_xml(element)
