@@ -44,3 +44,18 @@ def test_parsed_messages_pass_the_checks_they_skip(line):
     again = IrcMessage(command=message.command, params=message.params, source=message.source,
                        tags=message.tags)
     assert again == message and hash(again) == hash(message)
+
+
+def test_address_parsing_is_cached_and_refusals_still_raise():
+    import pytest
+
+    from plugins.irc.addressing import Addressing, IrcAddress
+
+    addressing = Addressing()
+    first = addressing.parse("#chan%irc.example.net")
+    assert first == IrcAddress(network="irc.example.net", name="#chan")
+    assert addressing.parse("#chan%irc.example.net") is first
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            addressing.parse("#chan%bad/network")
+    assert Addressing("irc.example.net").parse("#chan") == IrcAddress(network="irc.example.net", name="#chan")
