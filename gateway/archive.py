@@ -2,7 +2,7 @@
 
 Every line that reaches a user, or that a user says, is recorded for that user
 alone (Biboumi's privacy rule: a user sees only what was said while present).
-Recording happens on the reactor at event time and costs a uuid and a list
+Recording happens on the reactor at event time and costs an id (gateway.ids) and a list
 append: rows wait in memory and :class:`ArchiveWriter` writes them in batches,
 one transaction and one ``executemany`` each, on the database thread pool,
 every ``flush_interval`` seconds or ``batch_size`` rows, and at shutdown.
@@ -22,7 +22,6 @@ the database, one query per burst.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from gateway.config import ArchiveConfig
+from gateway.ids import new_id
 from gateway.stanzas import xml_safe
 from gateway.store import archive_repository as repo
 from gateway.store.archive_repository import ArchiveQuery, ArchiveRecord, ArchiveRow, Direction, Page
@@ -195,7 +195,7 @@ class Archive:
             self._remember(user, with_jid, legacy_id)
         if not self.should_record(user, address):
             return None
-        stanza_id = uuid.uuid4().hex
+        stanza_id = new_id()
         # xml_safe: what is stored is what can be shown, and PostgreSQL text refuses NUL
         # (one such line would fail its whole batch).
         self.writer.add(ArchiveRow(self.gateway_jid, user, with_jid, stanza_id, legacy_id,
@@ -215,7 +215,7 @@ class Archive:
         (show it), ``None`` when that legacy id is already known (drop it). Lines of one
         conversation are answered in the order they came. ``record=False``: dedupe only."""
         record = record and self.should_record(user, address)
-        row = ArchiveRow(self.gateway_jid, user, with_jid, uuid.uuid4().hex, legacy_id,
+        row = ArchiveRow(self.gateway_jid, user, with_jid, new_id(), legacy_id,
                          timestamp or self.now(), "in", xml_safe(sender), xml_safe(body))
         item = _Backfill(row, record, Deferred())
         key = (user, with_jid)

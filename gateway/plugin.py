@@ -424,9 +424,13 @@ class RoomMessage:
     ``legacy_id``."""
 
     def __post_init__(self) -> None:
-        for name in ("user", "room"):
-            _require_text(f"RoomMessage.{name}", getattr(self, name))
-        _require_text("RoomMessage.nick", self.nick, allow_empty=True)
+        # One per room line: the common case (non-empty str user and room, str nick) is
+        # checked in one expression; anything else goes through the checks that explain.
+        if not (type(self.user) is str and type(self.room) is str and type(self.nick) is str
+                and self.user and self.room):
+            for name in ("user", "room"):
+                _require_text(f"RoomMessage.{name}", getattr(self, name))
+            _require_text("RoomMessage.nick", self.nick, allow_empty=True)
         if self.timestamp is not None and self.timestamp.tzinfo is None:
             raise ValueError("RoomMessage.timestamp must be timezone-aware")
 

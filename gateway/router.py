@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -33,6 +33,8 @@ from gateway.jids import parse_jid
 from gateway.stanzas import error_reply, redacted_copy, redacted_xml
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 IqType = Literal["get", "set"]
 
@@ -239,31 +241,87 @@ class Router:
         # Never leak the exception text to the requester.
         self._reply_error(element, "internal-server-error")
 
-    def _dispatch_other(self, stanza: Stanza, handlers: list[StanzaCallable]) -> Deferred[None]:
-        done: Deferred[None] = maybeDeferred(self._first_taker, stanza, handlers)
+    def _dispatch_other(self, stanza: Stanza, handlers: list[StanzaCallable]) -> Deferred[None] | None:
+        # Fast path: handlers that answer synchronously (a plain groupchat line, most presences)
+        # cost no Deferred and no coroutine; the first one that returns an awaitable hands the
+        # rest of the walk to _first_taker, with the same error handling.
+        for index, handler in enumerate(handlers):
+            try:
+                taken = handler(stanza)
+            except Exception:
+                self._handler_failed(stanza, Failure())
+                return None
+            if isinstance(taken, bool):
+                if taken:
+                    return None
+                continue
+            done: Deferred[None] = maybeDeferred(self._first_taker, stanza, handlers[index + 1:], taken)
+            done.addErrback(lambda failure: self._handler_failed(stanza, failure))
+            return done
+        self._unhandled(stanza)
+        return None
 
-        def failed(failure: Failure) -> None:
-            if failure.check(StanzaError):
-                self._send(failure.value.toResponse(stanza.element))
-                return
-            log.error("handler failed on %s", redacted_xml(stanza.element, self._secret_fields),
-                      exc_info=(failure.type, failure.value, failure.getTracebackObject()))
-            self._reply_error(stanza.element, "internal-server-error")
+    def _handler_failed(self, stanza: Stanza, failure: Failure) -> None:
+        if failure.check(StanzaError):
+            self._send(failure.value.toResponse(stanza.element))
+            return
+        log.error("handler failed on %s", redacted_xml(stanza.element, self._secret_fields),
+                  exc_info=(failure.type, failure.value, failure.getTracebackObject()))
+        self._reply_error(stanza.element, "internal-server-error")
 
-        done.addErrback(failed)
-        return done
-
-    async def _first_taker(self, stanza: Stanza, handlers: list[StanzaCallable]) -> None:
+    async def _first_taker(self, stanza: Stanza, handlers: list[StanzaCallable],
+                           pending: Awaitable[bool]) -> None:
+        """The rest of the walk once a handler answered with an awaitable (``pending``)."""
+        if await pending:
+            return
         for handler in handlers:
             taken = handler(stanza)
             if not isinstance(taken, bool):
                 taken = await taken
             if taken:
                 return
+        self._unhandled(stanza)
+
+    def _unhandled(self, stanza: Stanza) -> None:
         # Unhandled message: tell the sender, as a server does for an unknown JID
         # (RFC 6121 §8.5.2). Unhandled presence is silently ignored (§8.5.2.2).
         if stanza.element.name == "message":
             self._reply_error(stanza.element, "service-unavailable")
+
+
+def eagerly(coroutine: Coroutine[Any, Any, T]) -> T | Deferred[T]:
+    """Run ``coroutine`` now: its result if it finishes without suspending (a groupchat
+    line to a connected room never waits), else a Deferred for the rest of its run.
+
+    The common case costs no Deferred; exceptions raised before the first suspension
+    propagate to the caller, as from a plain function.
+    """
+    try:
+        yielded = coroutine.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    return Deferred.fromCoroutine(_resume(coroutine, yielded))
+
+
+def _resume(coroutine: Coroutine[Any, Any, T], yielded: Any) -> Generator[Any, Any, T]:
+    """Continue a coroutine that already suspended on ``yielded`` (a Deferred it awaits),
+    as a generator Twisted's inlineCallbacks machinery can drive."""
+    while True:
+        try:
+            value = yield yielded
+        except GeneratorExit:
+            coroutine.close()
+            raise
+        except BaseException as exc:  # handed to the coroutine, as await would
+            try:
+                yielded = coroutine.throw(exc)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+        else:
+            try:
+                yielded = coroutine.send(value)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
 
 
 def _call(handler: IqCallable, request: IqRequest) -> Deferred[IqResult] | IqResult:

@@ -84,6 +84,7 @@ class GatewayService:
             clock=reactor,
             policy=UserPolicy(gateway.allowed_users),
         )
+        self.sessions.send_xml = self.connection.send_xml  # groupchat lines written as text
         self.plugin = plugin_factory(
             PluginContext(
                 gateway_jid=gateway.jid,
@@ -140,8 +141,9 @@ class GatewayService:
         return self.connection.fatal
 
     def _on_stream(self, xs: xmlstream.XmlStream) -> None:
-        for kind in ("/iq", "/message", "/presence"):
-            xs.addObserver(kind, self.router.dispatch)
+        # One observer for every top-level element: Twisted matches each observer's XPath
+        # against each element (about 1 µs apiece); Router.dispatch ignores what is not a stanza.
+        xs.addObserver("/*", self.router.dispatch)
 
     def _on_authenticated(self) -> None:
         self.sessions.stream_authenticated()

@@ -10,7 +10,6 @@ plugins emit typed events and it turns them into stanzas.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 from twisted.words.xish import domish
 
 from gateway.access import UserPolicy
+from gateway.ids import new_id
 from gateway.jids import parse_jid
 from gateway.plugin import (
     ContactAdded,
@@ -113,6 +113,9 @@ class Sessions:
         self.gateway_jid = gateway_jid
         self.policy = policy or UserPolicy(())
         self.send = send
+        self.send_xml: Callable[[str], bool] = lambda xml: False
+        """Write an already serialised stanza if the stream is up (wired to the component's
+        ``send_xml`` by the service); by default nothing, so senders build elements."""
         self.database = database
         self.cipher = cipher
         self.clock = clock
@@ -687,7 +690,7 @@ class Sessions:
         if next(message.element.elements(NS_RECEIPTS, "request"), None) is None:
             return
         receipt = stanza("message", sender=message.recipient.userhost(), recipient=message.sender.full(),
-                         id_=uuid.uuid4().hex)
+                         id_=new_id())
         receipt.addElement((NS_RECEIPTS, "received"))["id"] = message.id
         self.send(receipt)
 
@@ -729,7 +732,7 @@ class Sessions:
                                                     body=event.body, direction="in",
                                                     legacy_id=event.legacy_id)
                 message = stanza("message", sender=contact, recipient=user,
-                                 type_="chat", id_=event.legacy_id or stanza_id or uuid.uuid4().hex)
+                                 type_="chat", id_=event.legacy_id or stanza_id or new_id())
                 message.addElement("body", content=xml_safe(event.body))
                 if stanza_id:
                     # XEP-0359: its id in the archive MAM serves on the contact JID.

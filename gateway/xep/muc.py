@@ -22,10 +22,10 @@ room events (gateway.plugin); this module owns every MUC rule on the XMPP side:
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -33,6 +33,7 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 from twisted.words.xish import domish
 
+from gateway.ids import new_id
 from gateway.jids import parse_jid
 from gateway.plugin import (
     LegacyError,
@@ -50,9 +51,9 @@ from gateway.plugin import (
     RoomMessage,
     SubjectChanged,
 )
-from gateway.router import IqRequest, Stanza
+from gateway.router import IqRequest, Stanza, eagerly
 from gateway.session import Sessions, UserState
-from gateway.stanzas import child_text, error_reply, stanza, xml_safe
+from gateway.stanzas import add_child, child_text, error_reply, groupchat_xml, stanza, xml_safe
 from gateway.xep.delay import add_delay
 from gateway.xep.disco import DiscoItem, Identity
 from gateway.xep.escaping import escape_localpart, unescape_localpart
@@ -76,6 +77,9 @@ NICK_CHANGED = "303"
 KICKED = "307"
 NON_ANONYMOUS = "100"
 SERVICE_SHUTDOWN = "332"
+
+#: Room localparts whose legacy address is remembered (bounded: localparts come from anyone).
+ROOM_ADDRESS_CACHE_SIZE = 4096
 
 
 @dataclass(slots=True)
@@ -110,6 +114,7 @@ class MucHandler:
         self.name = name
         self.archive = archive
         self.history = history
+        self._room_of = lru_cache(maxsize=ROOM_ADDRESS_CACHE_SIZE)(self._room_of_localpart)
         sessions.attach_muc(self)
 
     # -- addressing -------------------------------------------------------------------
@@ -118,11 +123,16 @@ class MucHandler:
         """The legacy room a JID names, or None when it is not a room JID of ours."""
         if jid.host != self.gateway_jid or not jid.user:
             return None
+        return self._room_of(jid.user)
+
+    def _room_of_localpart(self, localpart: str) -> str | None:
+        # Behind a bounded LRU (set up in __init__): every groupchat line names its room, and
+        # the plugin's addressing (unescape, parse, format, is_room) is a pure function of it.
         is_room = getattr(self.sessions.plugin, "is_room", None)
         if is_room is None:
             return None
         try:
-            address = self.sessions.plugin.localpart_to_legacy(unescape_localpart(jid.user))
+            address = self.sessions.plugin.localpart_to_legacy(unescape_localpart(localpart))
         except ValueError:
             return None
         return address if is_room(address) else None
@@ -355,7 +365,7 @@ class MucHandler:
             codes.append(NICK_MODIFIED)
         self._self_presence(room, resource, codes=codes)
         subject = stanza("message", sender=f"{room.jid}/{room.subject_by}" if room.subject_by else room.jid,
-                         recipient=resource, type_="groupchat", id_=uuid.uuid4().hex)
+                         recipient=resource, type_="groupchat", id_=new_id())
         subject.addElement("subject", content=xml_safe(room.subject))
         if self.history is None or not self.history.archive.enabled:
             self.sessions.send(subject)
@@ -388,12 +398,15 @@ class MucHandler:
 
         reading.addCallbacks(send, failed)
 
-    def _to_all(self, room: RoomState, build) -> None:
+    def _to_all(self, room: RoomState, build, text=None) -> None:
+        """Send ``build(resource)`` to every joined resource (held while its history is read).
+        ``text(resource)``, when given, writes the same stanza as a string (groupchat lines,
+        the hot path), used whenever the element itself is not needed."""
         for resource in sorted(room.resources):
             held = room.held.get(resource)
             if held is not None:
                 held.append(build(resource))
-            else:
+            elif text is None or not self.sessions.send_xml(text(resource)):
                 self.sessions.send(build(resource))
 
     # -- legacy events -----------------------------------------------------------------
@@ -452,7 +465,7 @@ class MucHandler:
                 pass  # handled before the room lookup: archived even with no room state
             case SubjectChanged():
                 room.subject, room.subject_by = event.subject, event.nick
-                message_id = uuid.uuid4().hex
+                message_id = new_id()
                 sender = f"{room.jid}/{event.nick}" if event.nick else room.jid
 
                 def subject(resource: str) -> domish.Element:
@@ -530,29 +543,32 @@ class MucHandler:
         room = state.rooms.get(event.room) if state is not None else None
         if room is None:
             return
-        message_id = event.legacy_id or stanza_id or uuid.uuid4().hex
+        message_id = event.legacy_id or stanza_id or new_id()
         sender = f"{room.jid}/{event.nick}" if event.nick else room.jid
 
         def build(resource: str) -> domish.Element:
             element = stanza("message", sender=sender, recipient=resource,
                              type_="groupchat", id_=message_id)
-            element.addElement("body", content=xml_safe(body))
+            add_child(element, "body", xml_safe(body))
             if event.timestamp is not None or event.backfill:
                 # XEP-0203: the legacy side says when it was said (server-time, chathistory).
                 add_delay(element, event.timestamp or datetime.now(UTC), room.jid)
             if stanza_id:
-                sid = element.addElement((NS_STANZA_ID, "stanza-id"))
-                sid["by"], sid["id"] = room.jid, stanza_id
+                add_child(element, (NS_STANZA_ID, "stanza-id"), attributes={"by": room.jid, "id": stanza_id})
             return element
 
-        self._to_all(room, build)
+        def build_xml(resource: str) -> str:
+            return groupchat_xml(sender, resource, message_id, body, stanza_id=stanza_id, by=room.jid)
+
+        delayed = event.timestamp is not None or event.backfill
+        self._to_all(room, build, None if delayed else build_xml)
 
     # -- invitations (§7.8) -----------------------------------------------------------------
 
     def _invited(self, state: UserState, event: RoomInvitation) -> None:
         """A legacy invitation: a mediated invitation from the room (§7.8.2) to the user."""
         message = stanza("message", sender=self.room_jid(event.room), recipient=state.user,
-                         id_=uuid.uuid4().hex)
+                         id_=new_id())
         invite = message.addElement((NS_MUC_USER, "x")).addElement("invite")
         invite["from"] = self.sessions.contact_jid(event.inviter)
         if event.reason:
@@ -587,7 +603,7 @@ class MucHandler:
                 self.sessions.send(error_reply(message.element, "feature-not-implemented"))
             return
         forwarded = stanza("message", sender=self.room_jid(address), recipient=invitee.full(),
-                           id_=message.id or uuid.uuid4().hex)
+                           id_=message.id or new_id())
         invite = forwarded.addElement((NS_MUC_USER, "x")).addElement("invite")
         invite["from"] = message.sender.userhost()
         if reason:
@@ -600,7 +616,8 @@ class MucHandler:
         address = self.room_address(message.recipient)
         if address is None or message.type == "error":
             return address is not None
-        return ensureDeferred(self._message(message, address))
+        # Run at once: a plain line to a connected room finishes without waiting (no Deferred).
+        return eagerly(self._message(message, address))
 
     async def _message(self, message: Stanza, address: str) -> bool:
         element = message.element
@@ -618,7 +635,8 @@ class MucHandler:
             contact = occupant_contact(address, message.recipient.resource)
             await self.sessions.send_to_contact(message, contact)
             return True
-        if any(True for x in element.elements(NS_MUC_USER, "x") for _ in x.elements(NS_MUC_USER, "invite")):
+        invites, subject, body, origin_id = _message_parts(element)
+        if invites:
             await self._invite(message, address, state)
             return True
         if message.type != "groupchat":
@@ -627,7 +645,6 @@ class MucHandler:
         if state is None or room is None or resource not in room.resources or state.session is None:
             self.sessions.send(error_reply(element, "not-acceptable", "you are not in this room"))
             return True
-        subject = child_text(element, "subject")
         if subject is not None:
             try:
                 await state.session.set_subject(address, subject)
@@ -636,7 +653,6 @@ class MucHandler:
             except NotImplementedError:
                 self.sessions.send(error_reply(element, "feature-not-implemented"))
             return True
-        body = child_text(element, "body")
         if not body:
             return True
         try:
@@ -647,7 +663,6 @@ class MucHandler:
         except NotImplementedError:
             self.sessions.send(error_reply(element, "feature-not-implemented"))
             return True
-        origin_id = next((c.getAttribute("id") for c in element.elements(NS_STANZA_ID, "origin-id")), None)
         for index, line in enumerate(lines):
             stanza_id = None
             if self.archive is not None:
@@ -655,21 +670,26 @@ class MucHandler:
                                                 direction="out", legacy_id=line.legacy_id)
             # One id per legacy line, the same for every resource; the client's id on the first.
             message_id = ((message.id if index == 0 and message.id else line.legacy_id) or stanza_id
-                          or uuid.uuid4().hex)
+                          or new_id())
 
             def reflection(target: str, text: str = line.text, message_id: str = message_id,
                            stanza_id: str | None = stanza_id, first: bool = index == 0) -> domish.Element:
                 reflected = stanza("message", sender=f"{room.jid}/{room.nick}", recipient=target,
                                    type_="groupchat", id_=message_id)
-                reflected.addElement("body", content=xml_safe(text))
+                add_child(reflected, "body", xml_safe(text))
                 if origin_id and first:
-                    reflected.addElement((NS_STANZA_ID, "origin-id"))["id"] = origin_id
+                    add_child(reflected, (NS_STANZA_ID, "origin-id"), attributes={"id": origin_id})
                 if stanza_id:
-                    sid = reflected.addElement((NS_STANZA_ID, "stanza-id"))
-                    sid["by"], sid["id"] = room.jid, stanza_id
+                    add_child(reflected, (NS_STANZA_ID, "stanza-id"),
+                              attributes={"by": room.jid, "id": stanza_id})
                 return reflected
 
-            self._to_all(room, reflection)
+            def reflection_xml(target: str, text: str = line.text, message_id: str = message_id,
+                               stanza_id: str | None = stanza_id, first: bool = index == 0) -> str:
+                return groupchat_xml(f"{room.jid}/{room.nick}", target, message_id, text,
+                                     origin_id=origin_id if first else None, stanza_id=stanza_id, by=room.jid)
+
+            self._to_all(room, reflection, reflection_xml)
         return True
 
     # -- disco and self-ping ---------------------------------------------------------------
@@ -752,3 +772,29 @@ class MucHandler:
                 self._self_presence(room, resource, type_="unavailable", codes=[SERVICE_SHUTDOWN])
             room.held.clear()
         state.rooms.clear()
+
+
+def _message_parts(element: domish.Element) -> tuple[bool, str | None, str | None, str | None]:
+    """One pass over a groupchat message's children: whether it carries a mediated invitation
+    (§7.8.2), the text of its first ``<subject/>`` and first ``<body/>`` (None when absent),
+    and the id of its first XEP-0359 ``<origin-id/>``."""
+    invites = False
+    subject = body = origin_id = None
+    seen_origin = False
+    for child in element.children:
+        if not isinstance(child, domish.Element):
+            continue
+        name = child.name
+        if name == "body":
+            if body is None:
+                body = str(child)
+        elif name == "subject":
+            if subject is None:
+                subject = str(child)
+        elif name == "x":
+            if not invites and child.uri == NS_MUC_USER:
+                invites = any(True for _ in child.elements(NS_MUC_USER, "invite"))
+        elif name == "origin-id" and child.uri == NS_STANZA_ID and not seen_origin:
+            seen_origin = True
+            origin_id = child.getAttribute("id")
+    return invites, subject, body, origin_id

@@ -16,8 +16,11 @@ compared with the network's CASEMAPPING anyway.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 DEFAULT_CHANTYPES = "#&"
+#: Addresses whose parse is remembered per Addressing: every line a user says parses its room.
+PARSE_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +38,15 @@ class Addressing:
 
     def __init__(self, fixed_network: str = "") -> None:
         self.fixed_network = fixed_network.lower()
+        # A pure function of the address (IrcAddress is frozen): a bounded LRU per instance.
+        # Refusals (ValueError) are not cached.
+        self.parse = lru_cache(maxsize=PARSE_CACHE_SIZE)(self._parse)  # type: ignore[method-assign]
 
     def parse(self, address: str) -> IrcAddress:
         """Split an address; :class:`ValueError` for one that names no network."""
+        return self._parse(address)
+
+    def _parse(self, address: str) -> IrcAddress:
         if not address:
             raise ValueError("an empty IRC address")
         if self.fixed_network:

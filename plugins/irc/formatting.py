@@ -78,6 +78,9 @@ def to_xep0393(text: str) -> str:
     instance because the text itself contains ``*``), the codes are dropped
     and plain text is returned. The result is always XML-safe.
     """
+    if text.isprintable():
+        # No formatting code, no XML-illegal character: every one of them is unprintable.
+        return text
     plain, styles = _scan(text)
     if not any(styles) or "\n" in plain or "\r" in plain:
         return plain
