@@ -179,6 +179,8 @@ class Archive:
         self._last_prune: float | None = None
         self._pruning = False
         self._running = False
+        self._stopped = False
+        """Set by :meth:`stop`: the database is going away, later lines are not recorded."""
 
     @property
     def enabled(self) -> bool:
@@ -193,7 +195,7 @@ class Archive:
         when it is not archived."""
         if legacy_id:
             self._remember(user, with_jid, legacy_id)
-        if not self.should_record(user, address):
+        if self._stopped or not self.should_record(user, address):
             return None
         stanza_id = new_id()
         # xml_safe: what is stored is what can be shown, and PostgreSQL text refuses NUL
@@ -214,6 +216,8 @@ class Archive:
         """A line fetched after the fact: fires with ``""`` or its archive id when it is new
         (show it), ``None`` when that legacy id is already known (drop it). Lines of one
         conversation are answered in the order they came. ``record=False``: dedupe only."""
+        if self._stopped:
+            return succeed(None)  # shutting down: nothing is shown or written any more
         record = record and self.should_record(user, address)
         row = ArchiveRow(self.gateway_jid, user, with_jid, new_id(), legacy_id,
                          timestamp or self.now(), "in", xml_safe(sender), xml_safe(body))
@@ -311,6 +315,7 @@ class Archive:
     async def stop(self) -> None:
         """Write what is queued (graceful shutdown); no timer is left behind."""
         self._running = False
+        self._stopped = True
         await self.writer.stop()
 
 

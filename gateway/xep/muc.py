@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -63,6 +63,9 @@ if TYPE_CHECKING:
     from gateway.archive import Archive
 
 log = logging.getLogger(__name__)
+
+#: A line whose legacy timestamp is older than this is shown as delayed (clocks differ a little).
+LIVE_LINE_AGE = timedelta(seconds=30)
 
 NS_MUC = "http://jabber.org/protocol/muc"
 NS_MUC_USER = "http://jabber.org/protocol/muc#user"
@@ -545,13 +548,17 @@ class MucHandler:
             return
         message_id = event.legacy_id or stanza_id or new_id()
         sender = f"{room.jid}/{event.nick}" if event.nick else room.jid
+        # XEP-0203 marks *delayed* delivery, and clients treat such lines as history (no
+        # notification): only backfilled lines and lines the server says are old (a replay on
+        # join) get it, not every live line that carries IRCv3 server-time.
+        delayed = event.backfill or (event.timestamp is not None
+                                     and datetime.now(UTC) - event.timestamp > LIVE_LINE_AGE)
 
         def build(resource: str) -> domish.Element:
             element = stanza("message", sender=sender, recipient=resource,
                              type_="groupchat", id_=message_id)
             add_child(element, "body", xml_safe(body))
-            if event.timestamp is not None or event.backfill:
-                # XEP-0203: the legacy side says when it was said (server-time, chathistory).
+            if delayed:
                 add_delay(element, event.timestamp or datetime.now(UTC), room.jid)
             if stanza_id:
                 add_child(element, (NS_STANZA_ID, "stanza-id"), attributes={"by": room.jid, "id": stanza_id})
@@ -560,7 +567,6 @@ class MucHandler:
         def build_xml(resource: str) -> str:
             return groupchat_xml(sender, resource, message_id, body, stanza_id=stanza_id, by=room.jid)
 
-        delayed = event.timestamp is not None or event.backfill
         self._to_all(room, build, None if delayed else build_xml)
 
     # -- invitations (§7.8) -----------------------------------------------------------------

@@ -207,9 +207,11 @@ class IrcConnection:
         self.realname = realname
         self.throttle_burst = throttle_burst or settings.throttle_burst
         self.encodings_in: dict[str, str] = {}
-        """Folded channel -> the fallback charset of its non-UTF-8 lines (room ``encoding_in``)."""
+        """Folded channel -> the fallback charset of its non-UTF-8 lines (room ``encoding_in``);
+        the key ``""`` (never a channel) holds the network's own ``encoding_in``."""
         self.encodings_out: dict[str, str] = {}
-        """Folded channel -> the charset of the lines sent there (room ``encoding_out``)."""
+        """Folded channel -> the charset of the lines sent there (room ``encoding_out``); the
+        key ``""`` holds the network's ``encoding_out``, for every other line."""
         self.connected_since: float | None = None
         self.nicks = nicks or NickIndex()
         self.credentials = credentials or Credentials()
@@ -332,16 +334,18 @@ class IrcConnection:
         for channel, charset in self.network.channel_charsets:
             if self.channels.fold(channel) == target:
                 return charset
-        return None
+        return self.encodings_in.get("")
 
     def _encode_line(self, line: str) -> bytes:
-        """UTF-8, except lines to a channel whose ``encoding_out`` says otherwise (Biboumi)."""
+        """UTF-8, unless the channel's ``encoding_out`` or the network's says otherwise (Biboumi)."""
         if self.encodings_out:
+            charset = None
             parts = line.split(" ", 2)
             if len(parts) > 1 and parts[0] in ("PRIVMSG", "NOTICE", "TOPIC", "PART"):
                 charset = self.encodings_out.get(self.channels.fold(parts[1]))
-                if charset:
-                    return line.encode(charset, "replace")
+            charset = charset or self.encodings_out.get("")
+            if charset:
+                return line.encode(charset, "replace")
         return line.encode("utf-8")
 
     def set_throttle(self, burst: int) -> None:

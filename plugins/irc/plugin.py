@@ -204,11 +204,22 @@ class IrcSession:
             throttle_burst=int(limit) if limit.isdigit() and int(limit) > 0 else None,
         )
         self.connections[network] = connection
+        self._apply_network(connection, service)
         for room, values in self.rooms.items():
             self._apply_room(connection, room, values)
         connection.connect()
         await connection.ready()
         return connection
+
+    @staticmethod
+    def _apply_network(connection: IrcConnection, values: Mapping[str, str]) -> None:
+        """The network's own charsets, under the key ``""`` of the per-channel tables."""
+        for key, table in (("encoding_in", connection.encodings_in),
+                           ("encoding_out", connection.encodings_out)):
+            if values.get(key):
+                table[""] = values[key]
+            else:
+                table.pop("", None)
 
     def _apply_room(self, connection: IrcConnection, room: str, values: Mapping[str, str]) -> None:
         address = self.plugin.addressing.parse(room)
@@ -240,6 +251,7 @@ class IrcSession:
             limit = values.get("throttle_limit", "")
             connection.set_throttle(int(limit) if limit.isdigit() and int(limit) > 0
                                     else self.plugin.connection_settings.throttle_burst)
+            self._apply_network(connection, values)
             return
         self.rooms[address] = values
         connection = self.connections.get(self._address(address).network)

@@ -166,14 +166,19 @@ def test_should_record_hook_and_disabled_archive():
 
 
 def test_timestamped_lines_carry_a_delay(server):
-    """A line with a legacy timestamp (server-time) is shown with XEP-0203 <delay/> from the room."""
+    """A line with an old legacy timestamp (a server's replay) is shown with XEP-0203 <delay/>
+    from the room; a live line stamped just now (IRCv3 server-time) is not delayed, but its
+    timestamp is what is archived."""
     join(server)
+    now = datetime.now(UTC) - timedelta(seconds=2)
+    [live] = say(server, "live", timestamp=now)
+    assert not matches(live, "/message/delay")
     when = datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
     [line] = say(server, "stamped", timestamp=when)
     assert matches(line, f"/message/delay[@xmlns='urn:xmpp:delay'][@from='{ROOM}']"
                          "[@stamp='2026-01-02T03:04:05.600000Z']")
     server.clock.advance(1)
-    assert rows(server)[0].timestamp == when
+    assert [r.timestamp for r in rows(server)] == [now, when]
 
 
 def test_backfill_is_deduplicated_by_legacy_id(server):

@@ -143,3 +143,26 @@ def test_room_charsets_apply_to_the_live_connection() -> None:
     assert info.startswith(f"Connected to IRC server {NETWORK} on port 6667 as me since 1970-01-01 00:00:00 UTC (0 seconds ago).")
     assert info.splitlines()[1:] == ["#chan"]
     server.connection.quit("")
+
+
+def test_network_charsets_apply_to_every_line_and_rooms_win() -> None:
+    """The network's encoding_out/encoding_in (its registration or configure): every line
+    unless the room has its own; changed live, and gone with the registration."""
+    from twisted.internet.defer import ensureDeferred
+
+    session, server = live_session()
+    ensureDeferred(session.settings_changed(NETWORK, {"nick": "me", "encoding_out": "latin-1",
+                                                      "encoding_in": "cp1251"}))
+    ensureDeferred(session.settings_changed(f"#chan%{NETWORK}", {"encoding_out": "cp1252"}))
+    server.transport.clear()
+    server.connection.say("#chan", "€")
+    server.connection.say("bob", "café")
+    assert server.transport.value() == b"PRIVMSG #chan \x80\r\nPRIVMSG bob caf\xe9\r\n"
+    server.transport.clear()
+    assert server.connection.protocol is not None
+    server.connection.protocol.dataReceived(b":bob!b@h PRIVMSG me :\xe9\r\n")
+    assert server.events[-1].body == "й"
+    ensureDeferred(session.settings_changed(NETWORK, {"nick": "me"}))
+    server.connection.say("bob", "café")
+    assert server.transport.value() == b"PRIVMSG bob caf\xc3\xa9\r\n"
+    server.connection.quit("")
