@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.words.protocols.jabber.error import StanzaError
@@ -131,6 +131,9 @@ class Sessions:
         self.registered: set[str] = set()
         """Bare JIDs with a registration, cached so the message path needs no database call."""
         self._registered_loaded = False
+        self._logouts: set[Deferred[None]] = set()
+        """Legacy logouts under way (fired when each ends): shutdown waits for them, or the
+        plugin would still be talking to its network after the gateway stopped."""
         self.room_settings = RoomSettings(gateway_jid, database)
         """Persistent rooms, history settings and room options of every user (in memory)."""
         self._rooms_restored = False
@@ -284,6 +287,10 @@ class Sessions:
             if self.muc is not None:
                 self.muc.goodbye(state)
             await self._logout(state, notify=False)
+        # A logout begun before the shutdown (the last resource just left) already took its
+        # session out of the user's state: wait for it too.
+        while self._logouts:
+            await DeferredList(list(self._logouts))
         for user in sorted(self.registered | set(self.users)):
             self._presence(user, type_="unavailable")
 
@@ -528,10 +535,15 @@ class Sessions:
                 self._presence(state.user, sender=contact, type_="unavailable")
         state.online_contacts.clear()
         if session is not None:
+            finished: Deferred[None] = Deferred()
+            self._logouts.add(finished)
             try:
                 await session.logout()
             except Exception:
                 log.exception("legacy logout of %s failed", state.user)
+            finally:
+                self._logouts.discard(finished)
+                finished.callback(None)
             log.info("%s logged out", state.user)
 
     async def end_session(self, user: str) -> bool:

@@ -10,6 +10,8 @@
   such user): stop and tell the user. Timeouts, transport errors, 5xx and the rest are
   transient: retried with capped exponential backoff (RFC 5626 §4.5's idea), honouring a
   503's ``Retry-After``, until the current binding expires; then the session is lost.
+* Once stopped (logout, retire, loss) a refresh still in flight sends nothing more: a late
+  401/423 answer is not retried and a late 2xx schedules no refresh.
 * Unregistering removes only our own binding (``Contact: <ours>;expires=0``), never
   ``Contact: *``, which would log the user's phones out too (§10.2.2).
 """
@@ -161,6 +163,11 @@ class RegistrationClient:
         registrar = SipUri(aor.scheme, aor.host)
 
         def build(peer: Peer, cseq: int) -> SipRequest:
+            if self._stopped and expires:
+                # A refresh still in flight when we stopped (its 401/423/503 answered late):
+                # never send it again, it would race the unregistration (a binding left
+                # behind) and run timers after the stack should be idle.
+                raise RegistrationFailed("the registration was stopped", permanent=False)
             self._peer = peer
             self._contact = self.ua.stack.contact(self.contact_user, peer.transport)
             headers = self.ua.headers(

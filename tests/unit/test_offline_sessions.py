@@ -167,3 +167,24 @@ def test_failed_resume_at_restart_waits_for_the_next_presence(server):
     network(server).accounts["alice"] = "pw1"
     presence(server)
     assert server.service.sessions.online_users() == [ALICE]
+
+
+def test_shutdown_waits_for_a_logout_already_under_way(server):
+    """A logout begun by the last resource leaving has already left the user's state; the
+    shutdown still waits for it, so no legacy work (a SIP unregistration) outlives the stop."""
+    register(server, username="bob", password="pw2", sender=f"{BOB}/desk")
+    presence(server, sender=f"{BOB}/desk")
+    session = network(server).sessions[BOB]
+    answered: Deferred[None] = Deferred()
+    original = session.logout
+
+    async def slow_logout() -> None:
+        await answered
+        await original()
+
+    session.logout = slow_logout
+    presence(server, "unavailable", sender=f"{BOB}/desk")
+    stopped = ensureDeferred(server.service.sessions.shutdown())
+    assert not stopped.called
+    answered.callback(None)
+    assert stopped.called and ("logout", BOB) in network(server).log
