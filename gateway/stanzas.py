@@ -173,6 +173,7 @@ def _write(element: domish.Element, current: str, out: list[str]) -> None:
 
 
 NS_STANZA_ID = "urn:xmpp:sid:0"
+NS_MUC_USER = "http://jabber.org/protocol/muc#user"
 
 
 def groupchat_xml(sender: str, recipient: str, message_id: str | None, body: str, *,
@@ -195,6 +196,19 @@ def groupchat_xml(sender: str, recipient: str, message_id: str | None, body: str
                      f"id='{_escape_attribute(stanza_id)}'/>")
     parts.append("</message>")
     return "".join(parts)
+
+
+def occupant_presence_xml(sender: str, recipient: str, affiliation: str, role: str, jid: str) -> str:
+    """An occupant's presence in a join's state written straight as text: exactly ``to_xml``
+    of ``stanza("presence", sender=..., recipient=...)`` with a muc#user ``<x><item
+    affiliation role [jid]/></x>`` (the join of a big channel sends one per occupant;
+    tests/unit/test_lean_serializer.py holds the two equal)."""
+    item = f"<item affiliation='{_escape_attribute(affiliation)}' role='{_escape_attribute(role)}'"
+    if jid:
+        item += f" jid='{_escape_attribute(jid)}'"
+    return (f"<presence from='{_escape_attribute(xml_safe(sender))}' "
+            f"to='{_escape_attribute(xml_safe(recipient))}'>"
+            f"<x xmlns='{NS_MUC_USER}'>{item}/></x></presence>")
 
 
 def _escape_text(text: str) -> str:

@@ -53,7 +53,17 @@ from gateway.plugin import (
 )
 from gateway.router import IqRequest, Stanza, eagerly
 from gateway.session import Sessions, UserState
-from gateway.stanzas import add_child, child_text, error_reply, groupchat_xml, stanza, xml_safe
+from gateway.stanzas import (
+    NS_MUC_USER,
+    NS_STANZA_ID,
+    add_child,
+    child_text,
+    error_reply,
+    groupchat_xml,
+    occupant_presence_xml,
+    stanza,
+    xml_safe,
+)
 from gateway.xep.delay import add_delay
 from gateway.xep.disco import DiscoItem, Identity
 from gateway.xep.escaping import escape_localpart, unescape_localpart
@@ -68,8 +78,6 @@ log = logging.getLogger(__name__)
 LIVE_LINE_AGE = timedelta(seconds=30)
 
 NS_MUC = "http://jabber.org/protocol/muc"
-NS_MUC_USER = "http://jabber.org/protocol/muc#user"
-NS_STANZA_ID = "urn:xmpp:sid:0"
 NS_SELF_PING = "http://jabber.org/protocol/muc#self-ping-optimization"
 NS_STABLE_ID = "http://jabber.org/protocol/muc#stable_id"
 
@@ -315,6 +323,15 @@ class MucHandler:
 
     # -- presence builders -------------------------------------------------------------
 
+    def _real_jid(self, occupant: Occupant) -> str:
+        """Non-anonymous rooms (§7.2.3): the real JID of XMPP users, the contact JID of others."""
+        if occupant.real_jid or not occupant.contact:
+            return occupant.real_jid
+        try:
+            return self.sessions.contact_jid(occupant.contact)
+        except ValueError:
+            return ""
+
     def _occupant_presence(self, room: RoomState, occupant: Occupant, resource: str, *,
                            type_: str | None = None, codes: Iterable[str] = (),
                            nick: str | None = None, actor: str = "", reason: str = "") -> domish.Element:
@@ -323,13 +340,7 @@ class MucHandler:
         item = x.addElement("item")
         item["affiliation"] = occupant.affiliation if type_ is None else "none"
         item["role"] = occupant.role if type_ is None else "none"
-        # Non-anonymous rooms (§7.2.3): the real JID of XMPP users, the contact JID of others.
-        real_jid = occupant.real_jid
-        if not real_jid and occupant.contact:
-            try:
-                real_jid = self.sessions.contact_jid(occupant.contact)
-            except ValueError:
-                real_jid = ""
+        real_jid = self._real_jid(occupant)
         if real_jid:
             item["jid"] = real_jid
         if nick:
@@ -361,8 +372,13 @@ class MucHandler:
     def _send_state(self, room: RoomState, resource: str, *, requested: str,
                     history: HistoryRequest | None = None) -> None:
         """§7.2.3-§7.2.16: others, then self (110, 210 if renamed), then history, then the subject."""
+        send_xml = self.sessions.send_xml
         for occupant in room.occupants.values():
-            self.sessions.send(self._occupant_presence(room, occupant, resource))
+            # As text (a big channel's join sends one per occupant), unless the stream is down.
+            text = occupant_presence_xml(f"{room.jid}/{occupant.nick}", resource, occupant.affiliation,
+                                         occupant.role, self._real_jid(occupant))
+            if not send_xml(text):
+                self.sessions.send(self._occupant_presence(room, occupant, resource))
         codes = [NON_ANONYMOUS]
         if requested != room.nick:
             codes.append(NICK_MODIFIED)

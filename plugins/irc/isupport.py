@@ -197,6 +197,13 @@ class ISupport:
         """Fold ``name`` for comparison under the server's CASEMAPPING (see module docstring)."""
         table = _FOLD_TABLES.get(self.casemapping)
         if table is not None:
+            if name.isascii():
+                # The hot path (every line folds its target): str.lower is C-fast and, on ASCII,
+                # exactly A-Z -> a-z; only the rfc1459 specials need the table.
+                folded = name.lower()
+                if "[" in folded or "]" in folded or "\\" in folded or "~" in folded:
+                    return folded.translate(table)
+                return folded
             return name.translate(table)
         precis = _PRECIS.get(self.casemapping)
         if precis is None:

@@ -157,3 +157,20 @@ def test_groupchat_text_is_what_the_element_serialises_to(sender, recipient, mes
         add_child(element, ("urn:xmpp:sid:0", "stanza-id"), attributes={"by": by, "id": stanza_id})
     assert groupchat_xml(sender, recipient, message_id, body, origin_id=origin_id, stanza_id=stanza_id,
                          by=by) == to_xml(element, NS) == domish_xml(element)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sender=text, recipient=text, affiliation=st.sampled_from(["owner", "admin", "member", "none"]),
+       role=st.sampled_from(["moderator", "participant", "visitor"]), jid=st.just("") | text)
+def test_occupant_presence_text_is_what_the_element_serialises_to(sender, recipient, affiliation, role, jid):
+    """stanzas.occupant_presence_xml (a join's occupants) writes what to_xml writes for the
+    presence MucHandler._occupant_presence builds for an occupant in the room."""
+    from gateway.stanzas import occupant_presence_xml
+
+    element = stanza("presence", sender=sender, recipient=recipient)
+    item = element.addElement(("http://jabber.org/protocol/muc#user", "x")).addElement("item")
+    item["affiliation"], item["role"] = affiliation, role
+    if jid:
+        item["jid"] = jid
+    assert occupant_presence_xml(sender, recipient, affiliation, role, jid) == to_xml(element, NS) \
+        == domish_xml(element)

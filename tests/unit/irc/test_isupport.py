@@ -138,3 +138,13 @@ def test_fuzz_update_never_raises(tokens):
     isupport.update(["me", *tokens])
     assert isinstance(isupport.fold("Nick"), str)
     isupport.parse_mode_change("+ov-k", ["a", "b"])
+
+
+@given(name=st.text(alphabet=st.sampled_from("aZ09[]\\~{}|^-_#é`"), max_size=12))
+def test_fold_fast_path_matches_the_casemapping_table(name: str) -> None:
+    """The ASCII fast path of fold gives exactly what each CASEMAPPING's table gives."""
+    from plugins.irc.isupport import _FOLD_TABLES
+
+    for casemapping in ("ascii", "rfc1459", "strict-rfc1459"):
+        folded = _isupport(f"CASEMAPPING={casemapping}").fold(name)
+        assert folded == name.translate(_FOLD_TABLES[casemapping]), casemapping
