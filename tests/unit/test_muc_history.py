@@ -143,19 +143,7 @@ def test_live_lines_wait_for_the_history():
     """While the history is read, live lines for that resource wait, then follow the subject; a line
     already in the history is not shown twice."""
     server = make_server()
-    database = server.database
-    pending: list[Deferred] = []
-    run = database.run
-
-    def slow_run(fn, *args, **kwargs):
-        if fn is archive_repository.recent:
-            result = run(fn, *args, **kwargs)
-            later: Deferred = Deferred()
-            pending.append((later, result))
-            return later
-        return run(fn, *args, **kwargs)
-
-    database.run = slow_run
+    pending = _slow_history(server)
     plugin = server.service.plugin
     sent = join(server)
     assert [s.name for s in sent] == ["presence", "presence"]  # history being read
