@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.prosody",
     "tests.fixtures.sip_peers",
+    "tests.fixtures.store",
 ]

@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gateway.store import archive_repository as repo
 from gateway.store.archive_repository import ArchiveQuery, ArchiveRow
-from gateway.store.db import Database, upgrade_to_head
+from gateway.store.db import Database
+from tests.fixtures.store import call
 
 GW = "irc.example.org"
 ALICE = "alice@example.com"
 BOB = "bob@example.net"
 ROOM = f"#chan%net@{GW}"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    from twisted.internet import reactor
-
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'gateway.sqlite3'}"
-    else:
-        url = request.getfixturevalue("fresh_postgres_url")
-    db = Database(url, reactor)
-    try:
-        upgrade_to_head(db.engine)
-        yield db
-    finally:
-        db.stop()
-
-
-def call(db: Database, fn: Any, *args: Any) -> Any:
-    """Run ``fn(session, ...)`` in its own committed transaction, as a pool thread would."""
-    with db.sessionmaker.begin() as session:
-        return fn(session, *args)
 
 
 def line(n: int, *, user: str = ALICE, with_jid: str = ROOM, sender: str = "bob", legacy_id: str = "",

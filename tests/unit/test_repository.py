@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,8 +22,9 @@ from twisted.internet.defer import gatherResults
 from twisted.internet.testing import MemoryReactor
 
 from gateway.store import repository as repo
-from gateway.store.db import Database, DatabaseStoppedError, upgrade_to_head
+from gateway.store.db import Database, DatabaseStoppedError
 from gateway.store.models import ArchivedMessage, Contact, Registration
+from tests.fixtures.store import call
 
 T = TypeVar("T")
 
@@ -32,29 +32,6 @@ GW = "irc.example.org"
 OTHER_GW = "sip.example.org"
 ALICE = "alice@example.com"
 BOB = "bob@example.net"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated, not yet started Database on an empty SQLite file or PostgreSQL database."""
-    from twisted.internet import reactor
-
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'gateway.sqlite3'}"
-    else:
-        url = request.getfixturevalue("fresh_postgres_url")
-    db = Database(url, reactor)
-    try:
-        upgrade_to_head(db.engine)
-        yield db
-    finally:
-        db.stop()
-
-
-def call(db: Database, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run ``fn(session, ...)`` in its own committed transaction, synchronously."""
-    with db.sessionmaker.begin() as session:
-        return fn(session, *args, **kwargs)
 
 
 def test_save_then_get_registration(database: Database) -> None:
